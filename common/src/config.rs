@@ -1,0 +1,527 @@
+//! Configuration: every setting is an environment variable (`ENV_*` below) and may also come
+//! from a TOML file; precedence is flag, then environment, then file, then default.
+//!
+//! Loading parses and checks values but never binds sockets or opens files; role-specific
+//! requirements (secrets) are checked by [`Config::validate`]. `main` turns any
+//! [`ConfigError`] into one line on stderr and exit code 64.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::api::{ChannelKind, validate_channels};
+
+pub const ENV_LISTEN: &str = "HERALD_LISTEN";
+pub const ENV_API_LISTEN: &str = "HERALD_API_LISTEN";
+pub const ENV_WS_LISTEN: &str = "HERALD_WS_LISTEN";
+pub const ENV_API_KEYS: &str = "HERALD_API_KEYS";
+pub const ENV_JWT_SECRET: &str = "HERALD_JWT_SECRET";
+pub const ENV_JWT_PUBLIC_KEY: &str = "HERALD_JWT_PUBLIC_KEY";
+pub const ENV_JWT_ISSUER: &str = "HERALD_JWT_ISSUER";
+pub const ENV_JWT_AUDIENCE: &str = "HERALD_JWT_AUDIENCE";
+pub const ENV_DATA_DIR: &str = "HERALD_DATA_DIR";
+pub const ENV_NATS_URL: &str = "HERALD_NATS_URL";
+pub const ENV_NATS_PREFIX: &str = "HERALD_NATS_PREFIX";
+pub const ENV_SMTP_URL: &str = "HERALD_SMTP_URL";
+pub const ENV_SMTP_FROM: &str = "HERALD_SMTP_FROM";
+pub const ENV_SMS_PROVIDER: &str = "HERALD_SMS_PROVIDER";
+pub const ENV_SMS_URL: &str = "HERALD_SMS_URL";
+pub const ENV_SMS_TOKEN: &str = "HERALD_SMS_TOKEN";
+pub const ENV_SMS_ACCOUNT: &str = "HERALD_SMS_ACCOUNT";
+pub const ENV_SMS_FROM: &str = "HERALD_SMS_FROM";
+pub const ENV_DEFAULT_CHANNELS: &str = "HERALD_DEFAULT_CHANNELS";
+pub const ENV_ACK_TIMEOUT_MS: &str = "HERALD_ACK_TIMEOUT_MS";
+// Extensions beyond SPEC §2, documented in docs/configuration.md.
+pub const ENV_HEARTBEAT_S: &str = "HERALD_HEARTBEAT_S";
+pub const ENV_MAX_FRAME_BYTES: &str = "HERALD_MAX_FRAME_BYTES";
+pub const ENV_SESSION_QUEUE_BYTES: &str = "HERALD_SESSION_QUEUE_BYTES";
+pub const ENV_MAX_SESSIONS_PER_USER: &str = "HERALD_MAX_SESSIONS_PER_USER";
+pub const ENV_RETRY_ATTEMPTS: &str = "HERALD_RETRY_ATTEMPTS";
+pub const ENV_RETRY_BASE_MS: &str = "HERALD_RETRY_BASE_MS";
+pub const ENV_RETRY_CAP_MS: &str = "HERALD_RETRY_CAP_MS";
+pub const ENV_INBOX_LIMIT: &str = "HERALD_INBOX_LIMIT";
+pub const ENV_TOPIC_HISTORY_LIMIT: &str = "HERALD_TOPIC_HISTORY_LIMIT";
+pub const ENV_LANE_CONCURRENCY: &str = "HERALD_LANE_CONCURRENCY";
+pub const ENV_SMTP_TIMEOUT_MS: &str = "HERALD_SMTP_TIMEOUT_MS";
+pub const ENV_SMS_TIMEOUT_MS: &str = "HERALD_SMS_TIMEOUT_MS";
+pub const ENV_DRAIN_S: &str = "HERALD_DRAIN_S";
+pub const ENV_LOG_FORMAT: &str = "HERALD_LOG_FORMAT";
+
+/// Every setting: env name, default (None = unset).
+const SETTINGS: &[(&str, Option<&str>)] = &[
+    (ENV_LISTEN, Some("127.0.0.1:8080")),
+    (ENV_API_LISTEN, Some("127.0.0.1:8080")),
+    (ENV_WS_LISTEN, Some("127.0.0.1:8081")),
+    (ENV_API_KEYS, None),
+    (ENV_JWT_SECRET, None),
+    (ENV_JWT_PUBLIC_KEY, None),
+    (ENV_JWT_ISSUER, None),
+    (ENV_JWT_AUDIENCE, None),
+    (ENV_DATA_DIR, Some("./herald-data")),
+    (ENV_NATS_URL, None),
+    (ENV_NATS_PREFIX, Some("herald")),
+    (ENV_SMTP_URL, None),
+    (ENV_SMTP_FROM, Some("herald@localhost")),
+    (ENV_SMS_PROVIDER, Some("generic")),
+    (ENV_SMS_URL, None),
+    (ENV_SMS_TOKEN, None),
+    (ENV_SMS_ACCOUNT, None),
+    (ENV_SMS_FROM, None),
+    (ENV_DEFAULT_CHANNELS, Some("in_app,email,sms")),
+    (ENV_ACK_TIMEOUT_MS, Some("3000")),
+    (ENV_HEARTBEAT_S, Some("25")),
+    (ENV_MAX_FRAME_BYTES, Some("65536")),
+    (ENV_SESSION_QUEUE_BYTES, Some("262144")),
+    (ENV_MAX_SESSIONS_PER_USER, Some("32")),
+    (ENV_RETRY_ATTEMPTS, Some("5")),
+    (ENV_RETRY_BASE_MS, Some("1000")),
+    (ENV_RETRY_CAP_MS, Some("60000")),
+    (ENV_INBOX_LIMIT, Some("1000")),
+    (ENV_TOPIC_HISTORY_LIMIT, Some("1000")),
+    (ENV_LANE_CONCURRENCY, Some("512")),
+    (ENV_SMTP_TIMEOUT_MS, Some("30000")),
+    (ENV_SMS_TIMEOUT_MS, Some("10000")),
+    (ENV_DRAIN_S, Some("10")),
+    (ENV_LOG_FORMAT, Some("text")),
+];
+
+/// A bad configuration, said in one line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct ConfigError(pub String);
+
+/// A string that never shows itself in logs or `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmsProvider {
+    Generic,
+    Twilio,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Which process is starting; decides which settings are required.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Serve,
+    Dispatcher,
+    Gateway,
+    Token,
+}
+
+#[derive(Debug, Clone)]
+pub struct SmsConfig {
+    pub provider: SmsProvider,
+    pub url: Option<String>,
+    pub token: Option<Secret>,
+    pub account: Option<String>,
+    pub from: Option<String>,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Attempts per channel for transient errors, including the first.
+    pub attempts: u32,
+    pub base: Duration,
+    pub cap: Duration,
+}
+
+impl RetryPolicy {
+    /// The wait before retry number `attempt` (1 = the first retry): exponential from `base`,
+    /// capped, with "equal jitter" (between half and all of it) so retries do not stampede.
+    pub fn backoff(&self, attempt: u32, jitter: f64) -> Duration {
+        let exp = self.base.saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
+        let full = exp.min(self.cap);
+        full.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_frame_bytes: usize,
+    pub session_queue_bytes: usize,
+    pub max_sessions_per_user: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub api_listen: SocketAddr,
+    pub ws_listen: SocketAddr,
+    pub api_keys: Vec<Secret>,
+    pub jwt_secret: Option<Secret>,
+    pub jwt_public_key: Option<PathBuf>,
+    pub jwt_issuer: Vec<String>,
+    pub jwt_audience: Vec<String>,
+    pub data_dir: PathBuf,
+    pub nats_url: Option<String>,
+    pub nats_prefix: String,
+    pub smtp_url: Option<Secret>,
+    pub smtp_from: String,
+    pub smtp_timeout: Duration,
+    pub sms: SmsConfig,
+    pub default_channels: Vec<ChannelKind>,
+    pub ack_timeout: Duration,
+    pub heartbeat: Duration,
+    pub limits: Limits,
+    pub retry: RetryPolicy,
+    pub inbox_limit: u64,
+    pub topic_history_limit: u64,
+    pub lane_concurrency: usize,
+    pub drain: Duration,
+    pub log_format: LogFormat,
+}
+
+/// Raw settings gathered from the layers, keyed by env name.
+struct Raw(BTreeMap<&'static str, String>);
+
+impl Raw {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str).filter(|v| !v.trim().is_empty())
+    }
+
+    fn req(&self, key: &str) -> Result<&str, ConfigError> {
+        self.get(key)
+            .ok_or_else(|| ConfigError(format!("{key} must be set")))
+    }
+
+    fn parse<T: std::str::FromStr>(&self, key: &str, what: &str) -> Result<T, ConfigError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        let v = self.req(key)?;
+        v.trim()
+            .parse()
+            .map_err(|e| ConfigError(format!("{key}='{v}' is not {what}: {e}")))
+    }
+
+    fn positive(&self, key: &str) -> Result<u64, ConfigError> {
+        let n: u64 = self.parse(key, "a positive integer")?;
+        if n == 0 {
+            return Err(ConfigError(format!("{key} must be at least 1")));
+        }
+        Ok(n)
+    }
+
+    fn list(&self, key: &str) -> Vec<String> {
+        self.get(key)
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// File keys are env names without `HERALD_`, lower-case: `listen`, `api_keys`, `smtp_url`.
+fn file_key(env: &str) -> String {
+    env.trim_start_matches("HERALD_").to_ascii_lowercase()
+}
+
+fn file_settings(text: &str) -> Result<BTreeMap<&'static str, String>, ConfigError> {
+    let table: toml::Table =
+        toml::from_str(text).map_err(|e| ConfigError(format!("config file: {e}")))?;
+    let mut out = BTreeMap::new();
+    for (key, value) in table {
+        let Some((env, _)) = SETTINGS.iter().find(|(env, _)| file_key(env) == key) else {
+            return Err(ConfigError(format!("config file: unknown setting '{key}'")));
+        };
+        let text = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            toml::Value::Array(items) => items
+                .iter()
+                .map(|v| match v {
+                    toml::Value::String(s) => Ok(s.clone()),
+                    other => Ok(other.to_string()),
+                })
+                .collect::<Result<Vec<_>, ConfigError>>()?
+                .join(","),
+            other => {
+                return Err(ConfigError(format!(
+                    "config file: '{key}' has an unsupported value {other}"
+                )));
+            }
+        };
+        out.insert(*env, text);
+    }
+    Ok(out)
+}
+
+impl Config {
+    /// Builds the configuration from defaults, a TOML file's text, the environment (looked up
+    /// through `env`) and command-line `flags` (env name → value), in rising precedence.
+    pub fn load(
+        file_text: Option<&str>,
+        env: impl Fn(&str) -> Option<String>,
+        flags: &[(&'static str, String)],
+    ) -> Result<Config, ConfigError> {
+        let mut raw = BTreeMap::new();
+        for (key, default) in SETTINGS {
+            if let Some(d) = default {
+                raw.insert(*key, d.to_string());
+            }
+        }
+        if let Some(text) = file_text {
+            raw.extend(file_settings(text)?);
+        }
+        for (key, _) in SETTINGS {
+            if let Some(v) = env(key) {
+                raw.insert(*key, v);
+            }
+        }
+        for (key, value) in flags {
+            raw.insert(key, value.clone());
+        }
+        Self::from_raw(&Raw(raw))
+    }
+
+    fn from_raw(raw: &Raw) -> Result<Config, ConfigError> {
+        let addr = |key| raw.parse::<SocketAddr>(key, "a socket address like 127.0.0.1:8080");
+        let default_channels: Vec<ChannelKind> = raw
+            .list(ENV_DEFAULT_CHANNELS)
+            .iter()
+            .map(|c| c.parse().map_err(|e| ConfigError(format!("{ENV_DEFAULT_CHANNELS}: {e}"))))
+            .collect::<Result<_, _>>()?;
+        validate_channels(&default_channels)
+            .map_err(|e| ConfigError(format!("{ENV_DEFAULT_CHANNELS}: {e}")))?;
+        let smtp_url = raw.get(ENV_SMTP_URL).map(str::to_string);
+        if let Some(url) = &smtp_url
+            && !(url.starts_with("smtp://") || url.starts_with("smtps://"))
+        {
+            return Err(ConfigError(format!(
+                "{ENV_SMTP_URL} must start with smtp:// or smtps://"
+            )));
+        }
+        let sms_url = raw.get(ENV_SMS_URL).map(|u| u.trim_end_matches('/').to_string());
+        if let Some(url) = &sms_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(ConfigError(format!(
+                "{ENV_SMS_URL} must start with http:// or https://"
+            )));
+        }
+        let provider = match raw.req(ENV_SMS_PROVIDER)? {
+            "generic" => SmsProvider::Generic,
+            "twilio" => SmsProvider::Twilio,
+            other => {
+                return Err(ConfigError(format!(
+                    "{ENV_SMS_PROVIDER}='{other}' is not one of: generic, twilio"
+                )));
+            }
+        };
+        let log_format = match raw.req(ENV_LOG_FORMAT)? {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(ConfigError(format!(
+                    "{ENV_LOG_FORMAT}='{other}' is not one of: text, json"
+                )));
+            }
+        };
+        let prefix = raw.req(ENV_NATS_PREFIX)?.to_string();
+        crate::topic::validate_topic(&prefix)
+            .map_err(|e| ConfigError(format!("{ENV_NATS_PREFIX}='{prefix}': {e}")))?;
+        let ms = |key| raw.positive(key).map(Duration::from_millis);
+        let retry = RetryPolicy {
+            attempts: raw.positive(ENV_RETRY_ATTEMPTS)?.min(100) as u32,
+            base: ms(ENV_RETRY_BASE_MS)?,
+            cap: ms(ENV_RETRY_CAP_MS)?,
+        };
+        let ack_ms = raw.positive(ENV_ACK_TIMEOUT_MS)?;
+        if ack_ms > crate::api::MAX_ACK_TIMEOUT_MS {
+            return Err(ConfigError(format!(
+                "{ENV_ACK_TIMEOUT_MS} must be at most {}",
+                crate::api::MAX_ACK_TIMEOUT_MS
+            )));
+        }
+        let max_frame_bytes = raw.positive(ENV_MAX_FRAME_BYTES)? as usize;
+        if max_frame_bytes < 256 {
+            return Err(ConfigError(format!("{ENV_MAX_FRAME_BYTES} must be at least 256")));
+        }
+        Ok(Config {
+            listen: addr(ENV_LISTEN)?,
+            api_listen: addr(ENV_API_LISTEN)?,
+            ws_listen: addr(ENV_WS_LISTEN)?,
+            api_keys: raw.list(ENV_API_KEYS).into_iter().map(Secret).collect(),
+            jwt_secret: raw.get(ENV_JWT_SECRET).map(Secret::new),
+            jwt_public_key: raw.get(ENV_JWT_PUBLIC_KEY).map(PathBuf::from),
+            jwt_issuer: raw.list(ENV_JWT_ISSUER),
+            jwt_audience: raw.list(ENV_JWT_AUDIENCE),
+            data_dir: PathBuf::from(raw.req(ENV_DATA_DIR)?),
+            nats_url: raw.get(ENV_NATS_URL).map(str::to_string),
+            nats_prefix: prefix,
+            smtp_url: smtp_url.map(Secret),
+            smtp_from: raw.req(ENV_SMTP_FROM)?.to_string(),
+            smtp_timeout: ms(ENV_SMTP_TIMEOUT_MS)?,
+            sms: SmsConfig {
+                provider,
+                url: sms_url,
+                token: raw.get(ENV_SMS_TOKEN).map(Secret::new),
+                account: raw.get(ENV_SMS_ACCOUNT).map(str::to_string),
+                from: raw.get(ENV_SMS_FROM).map(str::to_string),
+                timeout: ms(ENV_SMS_TIMEOUT_MS)?,
+            },
+            default_channels,
+            ack_timeout: Duration::from_millis(ack_ms),
+            heartbeat: Duration::from_secs(raw.positive(ENV_HEARTBEAT_S)?),
+            limits: Limits {
+                max_frame_bytes,
+                session_queue_bytes: raw.positive(ENV_SESSION_QUEUE_BYTES)? as usize,
+                max_sessions_per_user: raw.positive(ENV_MAX_SESSIONS_PER_USER)? as usize,
+            },
+            retry,
+            inbox_limit: raw.positive(ENV_INBOX_LIMIT)?,
+            topic_history_limit: raw.positive(ENV_TOPIC_HISTORY_LIMIT)?,
+            lane_concurrency: raw.positive(ENV_LANE_CONCURRENCY)? as usize,
+            drain: Duration::from_secs(raw.parse(ENV_DRAIN_S, "a number of seconds")?),
+            log_format,
+        })
+    }
+
+    /// Checks what `role` needs: API keys for the API, a JWT key for the WebSocket side, and
+    /// the provider settings that belong together.
+    pub fn validate(&self, role: Role) -> Result<(), ConfigError> {
+        let api = matches!(role, Role::Serve | Role::Dispatcher);
+        let ws = matches!(role, Role::Serve | Role::Gateway);
+        if api && self.api_keys.is_empty() {
+            return Err(ConfigError(format!(
+                "{ENV_API_KEYS} is required (comma-separated keys for Authorization: Bearer); use --dev to generate one"
+            )));
+        }
+        if (ws || role == Role::Token) && self.jwt_secret.is_none() && self.jwt_public_key.is_none() {
+            return Err(ConfigError(format!(
+                "{ENV_JWT_SECRET} (or {ENV_JWT_PUBLIC_KEY}) is required to check client tokens; use --dev to generate one"
+            )));
+        }
+        if role == Role::Token && self.jwt_secret.is_none() {
+            return Err(ConfigError(format!(
+                "{ENV_JWT_SECRET} is required to mint tokens (a public key can only verify)"
+            )));
+        }
+        if matches!(role, Role::Dispatcher | Role::Gateway) && self.nats_url.is_none() {
+            return Err(ConfigError(format!(
+                "{ENV_NATS_URL} is required for '{}' (the cluster engine); use 'herald serve' for one process",
+                if role == Role::Gateway { "gateway" } else { "dispatcher" }
+            )));
+        }
+        if self.sms.url.is_some() && self.sms.provider == SmsProvider::Twilio {
+            if self.sms.account.is_none() || self.sms.token.is_none() || self.sms.from.is_none() {
+                return Err(ConfigError(format!(
+                    "the twilio provider needs {ENV_SMS_ACCOUNT}, {ENV_SMS_TOKEN} and {ENV_SMS_FROM}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The directory where unsent mail and SMS are filed when no provider is set.
+    pub fn outbox_dir(&self) -> PathBuf {
+        self.data_dir.join("outbox")
+    }
+}
+
+/// The names of all settings, for docs and `--help`.
+pub fn setting_names() -> impl Iterator<Item = &'static str> {
+    SETTINGS.iter().map(|(k, _)| *k)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: BTreeMap<String, String> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn defaults_follow_the_spec() {
+        let c = Config::load(None, env_of(&[]), &[]).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.ws_listen.to_string(), "127.0.0.1:8081");
+        assert_eq!(c.data_dir, PathBuf::from("./herald-data"));
+        assert_eq!(c.nats_prefix, "herald");
+        assert_eq!(c.smtp_from, "herald@localhost");
+        assert_eq!(c.default_channels, vec![ChannelKind::InApp, ChannelKind::Email, ChannelKind::Sms]);
+        assert_eq!(c.ack_timeout, Duration::from_millis(3000));
+        assert_eq!(c.retry.attempts, 5);
+        assert!(c.validate(Role::Serve).is_err());
+    }
+
+    #[test]
+    fn flag_beats_env_beats_file_beats_default() {
+        let file = "listen = \"127.0.0.1:1\"\nsmtp_from = \"file@x\"\nack_timeout_ms = 10\napi_keys = [\"a\", \"b\"]\n";
+        let env = env_of(&[(ENV_LISTEN, "127.0.0.1:2"), (ENV_SMTP_FROM, "env@x")]);
+        let c = Config::load(Some(file), env, &[(ENV_LISTEN, "127.0.0.1:3".into())]).unwrap();
+        assert_eq!(c.listen.port(), 3);
+        assert_eq!(c.smtp_from, "env@x");
+        assert_eq!(c.ack_timeout, Duration::from_millis(10));
+        assert_eq!(c.api_keys.len(), 2);
+    }
+
+    #[test]
+    fn bad_values_are_one_clear_error() {
+        let cases = [
+            (ENV_LISTEN, "nope"),
+            (ENV_DEFAULT_CHANNELS, "in_app,fax"),
+            (ENV_DEFAULT_CHANNELS, "sms,sms"),
+            (ENV_ACK_TIMEOUT_MS, "0"),
+            (ENV_SMTP_URL, "http://x"),
+            (ENV_SMS_PROVIDER, "carrier-pigeon"),
+        ];
+        for (k, v) in cases {
+            let err = Config::load(None, env_of(&[(k, v)]), &[]).unwrap_err();
+            assert!(err.0.contains(k), "{err}");
+        }
+        assert!(Config::load(Some("bogus = 1"), env_of(&[]), &[]).is_err());
+    }
+
+    #[test]
+    fn roles_require_their_secrets() {
+        let c = Config::load(None, env_of(&[(ENV_API_KEYS, "k")]), &[]).unwrap();
+        assert!(c.validate(Role::Serve).unwrap_err().0.contains(ENV_JWT_SECRET));
+        let c = Config::load(None, env_of(&[(ENV_API_KEYS, "k"), (ENV_JWT_SECRET, "s")]), &[]).unwrap();
+        assert!(c.validate(Role::Serve).is_ok());
+        assert!(c.validate(Role::Gateway).unwrap_err().0.contains(ENV_NATS_URL));
+        assert!(format!("{c:?}").contains("<redacted>"));
+        assert!(!format!("{c:?}").contains("\"s\""));
+    }
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        let r = RetryPolicy { attempts: 5, base: Duration::from_secs(1), cap: Duration::from_secs(60) };
+        assert_eq!(r.backoff(1, 1.0), Duration::from_secs(1));
+        assert_eq!(r.backoff(3, 1.0), Duration::from_secs(4));
+        assert_eq!(r.backoff(3, 0.0), Duration::from_secs(2));
+        assert_eq!(r.backoff(30, 1.0), Duration::from_secs(60));
+    }
+}
