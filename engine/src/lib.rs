@@ -1,1 +1,16 @@
-//! placeholder
+//! Herald's engines: the two things every role needs from its surroundings — a message
+//! [`bus`] (publish, subscribe, request with "no responders") and a durable [`store`]
+//! (accepted messages and their fate, user profiles, inboxes, topic histories, idempotency).
+//!
+//! Each is a trait with an embedded implementation ([`memory_bus`], [`sqlite`]) and a NATS
+//! one (cluster engine). The contract tests in `tests/` run against every implementation.
+
+pub mod bus;
+pub mod memory_bus;
+pub mod sqlite;
+pub mod store;
+
+pub use bus::{Bus, BusError, BusMsg, PendingReply, RequestError, Subscription};
+pub use memory_bus::MemoryBus;
+pub use sqlite::SqliteStore;
+pub use store::{History, HistoryPage, Store, StoreError};

@@ -1,0 +1,246 @@
+//! Shared engine contract checks, used by each engine's test file.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use herald_common::api::{ChannelKind, Outcome, Priority, RecipientStatus, Strategy, UserProfile};
+use herald_common::protocol::MessageContent;
+use herald_engine::store::{
+    AcceptOutcome, AttemptRecord, IdempotencyClaim, JobNext, JobState, MessageRecord,
+    RecipientRecord,
+};
+use herald_engine::{Bus, History, RequestError, Store};
+use tokio::sync::mpsc;
+
+pub fn record(id: &str, users: &[&str]) -> MessageRecord {
+    MessageRecord {
+        id: id.to_string(),
+        created_at: herald_common::time::now_ms(),
+        priority: Priority::Normal,
+        strategy: Strategy::Fallback,
+        channels: vec![ChannelKind::InApp, ChannelKind::Email],
+        ack_timeout_ms: 1000,
+        expires_at: None,
+        title: Some("t".into()),
+        body: Some("b".into()),
+        data: None,
+        email: None,
+        sms: None,
+        recipients: users
+            .iter()
+            .map(|u| RecipientRecord { user_id: u.to_string(), email: None, phone: None })
+            .collect(),
+    }
+}
+
+fn content(id: &str) -> MessageContent {
+    MessageContent {
+        id: id.into(),
+        title: Some(format!("title {id}")),
+        body: None,
+        data: None,
+        created_at: "2026-11-26T10:00:00Z".into(),
+    }
+}
+
+async fn recv(rx: &mut mpsc::Receiver<herald_engine::BusMsg>) -> herald_engine::BusMsg {
+    tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("a message within 5s")
+        .expect("channel open")
+}
+
+pub async fn bus_contract(bus: &dyn Bus) {
+    let unique = ulid::Ulid::generate().to_string();
+    let subject = format!("herald.test.{unique}");
+
+    // Nobody listening: a request learns it at once.
+    let started = std::time::Instant::now();
+    let pending = bus.request(&subject, Bytes::from_static(b"hi")).await.unwrap();
+    assert!(matches!(pending.wait(Duration::from_secs(5)).await, Err(RequestError::NoResponders)));
+    assert!(started.elapsed() < Duration::from_secs(2), "no-responders must not wait for the timeout");
+
+    // A subscriber gets publishes and can answer requests.
+    let (tx, mut rx) = mpsc::channel(128);
+    let sub = bus.subscribe(&subject, tx).await.unwrap();
+    bus.publish(&subject, Bytes::from_static(b"one")).await.unwrap();
+    let m = recv(&mut rx).await;
+    assert_eq!(&m.payload[..], b"one");
+    assert!(m.reply.is_none());
+
+    let pending = bus.request(&subject, Bytes::from_static(b"ping")).await.unwrap();
+    let m = recv(&mut rx).await;
+    assert_eq!(&m.payload[..], b"ping");
+    bus.publish(m.reply.as_deref().expect("a reply subject"), Bytes::from_static(b"pong"))
+        .await
+        .unwrap();
+    assert_eq!(&pending.wait(Duration::from_secs(5)).await.unwrap()[..], b"pong");
+
+    // A subscriber that never answers: timeout, not no-responders.
+    let pending = bus.request(&subject, Bytes::from_static(b"ignored")).await.unwrap();
+    assert!(matches!(pending.wait(Duration::from_millis(200)).await, Err(RequestError::Timeout)));
+    let _ = recv(&mut rx).await;
+
+    // Order of publishes from one process is kept.
+    for i in 0..50u32 {
+        bus.publish(&subject, Bytes::from(i.to_string())).await.unwrap();
+    }
+    for i in 0..50u32 {
+        assert_eq!(recv(&mut rx).await.payload, Bytes::from(i.to_string()));
+    }
+
+    // Dropping the subscription removes the interest.
+    drop(sub);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let pending = bus.request(&subject, Bytes::from_static(b"gone")).await.unwrap();
+        match pending.wait(Duration::from_millis(500)).await {
+            Err(RequestError::NoResponders) => break,
+            other if std::time::Instant::now() > deadline => panic!("still subscribed: {other:?}"),
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+
+    // Queue groups: each message goes to one member.
+    let group_subject = format!("herald.test.{unique}.group");
+    let (tx1, mut rx1) = mpsc::channel(64);
+    let (tx2, mut rx2) = mpsc::channel(64);
+    let _s1 = bus.queue_subscribe(&group_subject, "workers", tx1).await.unwrap();
+    let _s2 = bus.queue_subscribe(&group_subject, "workers", tx2).await.unwrap();
+    for i in 0..20u32 {
+        bus.publish(&group_subject, Bytes::from(i.to_string())).await.unwrap();
+    }
+    let mut got = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while got < 20 {
+        tokio::select! {
+            Some(_) = rx1.recv() => got += 1,
+            Some(_) = rx2.recv() => got += 1,
+            _ = tokio::time::sleep_until(deadline) => panic!("queue group got {got} of 20"),
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(rx1.try_recv().is_err() && rx2.try_recv().is_err(), "a message went to both members");
+}
+
+pub async fn store_contract(store: &dyn Store) {
+    let unique = ulid::Ulid::generate().to_string();
+    let id = format!("m1-{unique}");
+    let rec = record(&id, &["alice", "bob"]);
+    let claim = || IdempotencyClaim { key: format!("k-{unique}"), body_hash: vec![1, 2, 3] };
+    assert_eq!(store.accept(&rec, Some(claim())).await.unwrap(), AcceptOutcome::Created);
+
+    // Same key, same body: the original answer. Different body: conflict.
+    let again = record(&format!("m2-{unique}"), &["alice", "bob"]);
+    assert_eq!(
+        store.accept(&again, Some(claim())).await.unwrap(),
+        AcceptOutcome::Duplicate { message_id: id.clone(), recipients: 2 }
+    );
+    let other = IdempotencyClaim { key: format!("k-{unique}"), body_hash: vec![9] };
+    assert_eq!(store.accept(&again, Some(other)).await.unwrap(), AcceptOutcome::Conflict);
+    assert!(store.message(&format!("m2-{unique}")).await.unwrap().is_none(), "a duplicate stores nothing");
+
+    let view = store.message(&id).await.unwrap().expect("stored");
+    assert_eq!(view.recipients.len(), 2);
+    assert!(view.recipients.iter().all(|r| r.status == RecipientStatus::Pending));
+
+    let pending = store.pending().await.unwrap();
+    let mine = pending.iter().find(|p| p.record.id == id).expect("pending jobs");
+    assert_eq!(mine.jobs.len(), 2);
+    assert_eq!(mine.record.title.as_deref(), Some("t"));
+
+    // alice: offline on in_app, then sent by email.
+    let now = herald_common::time::now_ms();
+    let offline = AttemptRecord { channel: ChannelKind::InApp, outcome: Outcome::Offline, detail: None, at: now };
+    let next = JobState { idx: 0, channel_idx: 1, channel_attempt: 0, due_at: now, best: None };
+    store.advance(&id, 0, Some(offline), JobNext::Continue(next.clone())).await.unwrap();
+    let pending = store.pending().await.unwrap();
+    let mine = pending.iter().find(|p| p.record.id == id).unwrap();
+    assert_eq!(mine.jobs.iter().find(|j| j.idx == 0), Some(&next));
+    let sent = AttemptRecord { channel: ChannelKind::Email, outcome: Outcome::Sent, detail: Some("250 OK".into()), at: now + 5 };
+    store
+        .advance(&id, 0, Some(sent), JobNext::Finish { status: RecipientStatus::Sent, channel: Some(ChannelKind::Email) })
+        .await
+        .unwrap();
+    // bob: failed everywhere.
+    store
+        .advance(&id, 1, None, JobNext::Finish { status: RecipientStatus::Failed, channel: None })
+        .await
+        .unwrap();
+    store.mark_read(&id, "alice", now + 10).await.unwrap();
+
+    let view = store.message(&id).await.unwrap().unwrap();
+    let alice = &view.recipients[0];
+    assert_eq!((alice.status, alice.channel), (RecipientStatus::Sent, Some(ChannelKind::Email)));
+    let outcomes: Vec<_> = alice.attempts.iter().map(|a| (a.channel, a.outcome)).collect();
+    assert_eq!(outcomes, vec![(ChannelKind::InApp, Outcome::Offline), (ChannelKind::Email, Outcome::Sent)]);
+    assert!(alice.read_at.is_some());
+    assert_eq!(view.recipients[1].status, RecipientStatus::Failed);
+    assert_eq!(view.status, herald_common::api::MessageStatus::Partial);
+    assert!(!store.pending().await.unwrap().iter().any(|p| p.record.id == id), "finished jobs are gone");
+
+    // Users.
+    let user = format!("u-{unique}");
+    assert!(store.user(&user).await.unwrap().is_none());
+    let mut profile = UserProfile { email: Some("a@example.com".into()), ..Default::default() };
+    profile.preferences.insert("sms".into(), false);
+    store.put_user(&user, &profile).await.unwrap();
+    assert_eq!(store.user(&user).await.unwrap(), Some(profile));
+    assert!(store.delete_user(&user).await.unwrap());
+    assert!(!store.delete_user(&user).await.unwrap());
+    assert!(store.user(&user).await.unwrap().is_none());
+    assert!(store.is_ready().await);
+}
+
+/// `limit` is how many entries the engine keeps per stream.
+pub async fn history_contract(history: &dyn History, limit: u64) {
+    let unique = ulid::Ulid::generate().to_string();
+    let user = format!("user.{unique}>*");
+    let empty = history.read_inbox(&user, 0, 100).await.unwrap();
+    assert_eq!((empty.head, empty.complete, empty.entries.len()), (0, true, 0));
+
+    for i in 1..=3u64 {
+        assert_eq!(history.append_inbox(&user, &content(&format!("p{i}")), None).await.unwrap(), i);
+    }
+    // Appending the same message again keeps its seq.
+    assert_eq!(history.append_inbox(&user, &content("p2"), None).await.unwrap(), 2);
+    let page = history.read_inbox(&user, 1, 100).await.unwrap();
+    let seqs: Vec<u64> = page.entries.iter().map(|(s, _)| *s).collect();
+    assert_eq!(seqs, vec![2, 3]);
+    assert_eq!(page.entries[0].1.id, "p2");
+    assert_eq!((page.head, page.complete), (3, true));
+
+    // Another user's inbox is separate, even with a similar id.
+    let other = history.read_inbox(&format!("user.{unique}>"), 0, 100).await.unwrap();
+    assert_eq!(other.head, 0);
+
+    // Past the limit, old entries go and a resume from before them is incomplete.
+    for i in 4..=(limit + 3) {
+        history.append_inbox(&user, &content(&format!("p{i}")), None).await.unwrap();
+    }
+    let page = history.read_inbox(&user, 0, 100).await.unwrap();
+    assert_eq!(page.head, limit + 3);
+    assert!(!page.complete);
+    assert_eq!(page.entries.len() as u64, limit);
+    assert_eq!(page.entries[0].0, 4);
+    assert!(history.read_inbox(&user, 3, 100).await.unwrap().complete);
+
+    // Expired personal messages are not replayed.
+    let expired_user = format!("exp-{unique}");
+    history.append_inbox(&expired_user, &content("old"), Some(herald_common::time::now_ms() - 1)).await.unwrap();
+    history.append_inbox(&expired_user, &content("new"), None).await.unwrap();
+    let page = history.read_inbox(&expired_user, 0, 100).await.unwrap();
+    let ids: Vec<&str> = page.entries.iter().map(|(_, c)| c.id.as_str()).collect();
+    assert_eq!(ids, vec!["new"]);
+
+    // Topics: their own seq per topic.
+    let topic = format!("news.{unique}");
+    assert_eq!(history.append_topic(&topic, &content("t1")).await.unwrap(), 1);
+    assert_eq!(history.append_topic(&topic, &content("t2")).await.unwrap(), 2);
+    assert_eq!(history.append_topic(&format!("{topic}.x"), &content("t3")).await.unwrap(), 1);
+    let page = history.read_topic(&topic, 1, 10).await.unwrap();
+    assert_eq!(page.entries.len(), 1);
+    assert_eq!(page.entries[0].1.id, "t2");
+    assert_eq!(page.head, 2);
+}
