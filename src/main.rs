@@ -1,1 +1,319 @@
-fn main() {}
+//! `herald`: parse flags, load config, start tracing, bind, wire signals, run.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use herald_common::auth::TokenMinter;
+use herald_common::config::{self, Config, LogFormat, Role, Secret};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Exit code for a configuration error (EX_USAGE).
+const EXIT_CONFIG: u8 = 64;
+
+#[derive(Parser)]
+#[command(
+    name = "herald",
+    version,
+    about = "Reach users in the app now, by email or SMS surely."
+)]
+struct Cli {
+    /// A TOML file with settings (keys are the variable names without HERALD_, lower-case).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Everything in one process: API and /ws on one listener, embedded engine.
+    Serve {
+        /// Generate missing secrets, print them with a ready curl line, bind loopback only.
+        #[arg(long)]
+        dev: bool,
+        /// Address for the API and /ws (HERALD_LISTEN).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Directory of the embedded engine (HERALD_DATA_DIR).
+        #[arg(long)]
+        data_dir: Option<String>,
+    },
+    /// Mint a client token with the configured secret.
+    Token {
+        #[arg(long)]
+        user: String,
+        /// Topic patterns the client may subscribe to (`*` one token, `>` the rest).
+        #[arg(long, value_delimiter = ',')]
+        topics: Vec<String>,
+        /// Lifetime: 90s, 30m, 1h, 7d.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+    },
+}
+
+fn parse_ttl(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (n, unit) = text.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("'{text}' is not a duration like 30m or 1h"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        _ => return Err(format!("'{text}': unit must be s, m, h or d")),
+    };
+    if secs == 0 {
+        return Err("ttl must be positive".into());
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+fn fail(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("herald: {message}");
+    ExitCode::from(EXIT_CONFIG)
+}
+
+fn random_secret(bytes: usize) -> String {
+    (0..bytes)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect()
+}
+
+fn load(cli_config: Option<&PathBuf>, flags: &[(&'static str, String)]) -> Result<Config, String> {
+    let file = match cli_config {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    Config::load(file.as_deref(), |k| std::env::var(k).ok(), flags).map_err(|e| e.to_string())
+}
+
+fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("HERALD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn install_metrics() -> Option<PrometheusHandle> {
+    let buckets = [
+        0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+    ];
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
+        .ok()?
+        .install_recorder()
+        .map_err(|e| tracing::warn!(error = %e, "metrics disabled"))
+        .ok()
+}
+
+/// Fires `token` on SIGTERM or Ctrl-C.
+fn wire_signals(token: CancellationToken) {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let mut term = match signal(SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for SIGTERM");
+                    return;
+                }
+            };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutdown requested");
+        token.cancel();
+    });
+}
+
+fn dev_banner(config: &Config, addr: SocketAddr, generated: bool) {
+    let key = config
+        .api_keys
+        .first()
+        .map(|k| k.expose().to_string())
+        .unwrap_or_default();
+    let token = config
+        .jwt_secret
+        .as_ref()
+        .and_then(|s| {
+            TokenMinter::hs256(s.expose())
+                .mint("alice", Some(vec![">".into()]), Duration::from_secs(86400))
+                .ok()
+        })
+        .unwrap_or_default();
+    println!();
+    println!("Herald is running in dev mode on http://{addr}");
+    if generated {
+        println!(
+            "  (generated for this run; set HERALD_API_KEYS / HERALD_JWT_SECRET to keep them)"
+        );
+        println!("  API key:     {key}");
+        if let Some(s) = &config.jwt_secret {
+            println!("  JWT secret:  {}", s.expose());
+        }
+    }
+    println!("  Client token for user 'alice' (24h, all topics):");
+    println!("    {token}");
+    println!();
+    println!("Watch alice's messages arrive (any WebSocket client, e.g. websocat):");
+    println!("  websocat 'ws://{addr}/ws?token={token}'");
+    println!();
+    println!("Send her a message:");
+    println!(
+        "  curl -s -X POST http://{addr}/v1/messages -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\\n    -d '{{\"to\":[\"alice\"],\"title\":\"Hello\",\"body\":\"Your first Herald message\"}}'"
+    );
+    println!();
+    println!(
+        "Then see where it went: curl -s http://{addr}/v1/messages/<id> -H 'Authorization: Bearer {key}'"
+    );
+    println!(
+        "Offline users get email in {}/ (set HERALD_SMTP_URL for real mail).",
+        config.outbox_dir().display()
+    );
+    println!();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Token { user, topics, ttl } => {
+            let config = match load(cli.config.as_ref(), &[]) {
+                Ok(c) => c,
+                Err(e) => return fail(e),
+            };
+            if let Err(e) = config.validate(Role::Token) {
+                return fail(e);
+            }
+            let ttl = match parse_ttl(&ttl) {
+                Ok(t) => t,
+                Err(e) => return fail(e),
+            };
+            let Some(secret) = &config.jwt_secret else {
+                return fail("HERALD_JWT_SECRET is required to mint tokens");
+            };
+            let topics = (!topics.is_empty()).then_some(topics);
+            match TokenMinter::hs256(secret.expose()).mint(&user, topics, ttl) {
+                Ok(token) => {
+                    println!("{token}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
+        Command::Serve {
+            dev,
+            listen,
+            data_dir,
+        } => {
+            let mut flags = Vec::new();
+            if let Some(l) = listen {
+                flags.push((config::ENV_LISTEN, l));
+            }
+            if let Some(d) = data_dir {
+                flags.push((config::ENV_DATA_DIR, d));
+            }
+            let mut config = match load(cli.config.as_ref(), &flags) {
+                Ok(c) => c,
+                Err(e) => return fail(e),
+            };
+            let mut generated = false;
+            if dev {
+                if config.api_keys.is_empty() {
+                    config.api_keys = vec![Secret::new(format!("dev-{}", random_secret(12)))];
+                    generated = true;
+                }
+                if config.jwt_secret.is_none() && config.jwt_public_key.is_none() {
+                    config.jwt_secret = Some(Secret::new(random_secret(32)));
+                    generated = true;
+                }
+                if !config.listen.ip().is_loopback() {
+                    config.listen =
+                        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), config.listen.port());
+                }
+            }
+            if let Err(e) = config.validate(Role::Serve) {
+                return fail(e);
+            }
+            if config.nats_url.is_some() {
+                return fail(
+                    "HERALD_NATS_URL is set, but 'herald serve' on the cluster engine is not available in this build; unset it to use the embedded engine",
+                );
+            }
+            init_tracing(config.log_format);
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => return fail(format!("cannot start the runtime: {e}")),
+            };
+            runtime.block_on(async move {
+                let listener = match TcpListener::bind(config.listen).await {
+                    Ok(l) => l,
+                    Err(e) => return fail(format!("cannot bind {}: {e}", config.listen)),
+                };
+                let addr = listener.local_addr().unwrap_or(config.listen);
+                tracing::info!(data_dir = %config.data_dir.display(), "listening on http://{addr}");
+                if dev {
+                    dev_banner(&config, addr, generated);
+                }
+                let shutdown = CancellationToken::new();
+                wire_signals(shutdown.clone());
+                match herald::serve::run(config, listener, install_metrics(), shutdown).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        tracing::error!(error = %e, "herald stopped");
+                        eprintln!("herald: {e:#}");
+                        ExitCode::FAILURE
+                    }
+                }
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_ttl;
+    use std::time::Duration;
+
+    #[test]
+    fn ttls() {
+        assert_eq!(parse_ttl("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_ttl("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_ttl("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_ttl("1w").is_err());
+        assert!(parse_ttl("0s").is_err());
+        assert!(parse_ttl("h").is_err());
+    }
+}

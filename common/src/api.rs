@@ -515,16 +515,31 @@ mod tests {
         for v in bad {
             assert!(parse(v.clone()).validate().is_err(), "{v}");
         }
-        assert!(serde_json::from_value::<SendRequest>(json!({"to": ["a"], "channels": ["fax"]})).is_err());
+        assert!(
+            serde_json::from_value::<SendRequest>(json!({"to": ["a"], "channels": ["fax"]}))
+                .is_err()
+        );
     }
 
     #[test]
     fn message_status_is_derived_from_recipients() {
         use RecipientStatus::*;
-        assert_eq!(MessageStatus::derive([Pending, Sent]), MessageStatus::Pending);
-        assert_eq!(MessageStatus::derive([Delivered, Sent]), MessageStatus::Delivered);
-        assert_eq!(MessageStatus::derive([Failed, Failed]), MessageStatus::Failed);
-        assert_eq!(MessageStatus::derive([Failed, Sent]), MessageStatus::Partial);
+        assert_eq!(
+            MessageStatus::derive([Pending, Sent]),
+            MessageStatus::Pending
+        );
+        assert_eq!(
+            MessageStatus::derive([Delivered, Sent]),
+            MessageStatus::Delivered
+        );
+        assert_eq!(
+            MessageStatus::derive([Failed, Failed]),
+            MessageStatus::Failed
+        );
+        assert_eq!(
+            MessageStatus::derive([Failed, Sent]),
+            MessageStatus::Partial
+        );
         assert_eq!(MessageStatus::derive([Expired]), MessageStatus::Partial);
     }
 
@@ -532,6 +547,9 @@ mod tests {
     fn error_codes_map_to_statuses() {
         assert_eq!(ErrorCode::IdempotencyConflict.http_status(), 422);
         let body = serde_json::to_value(ErrorBody::new(ErrorCode::TooLarge, "big")).unwrap();
-        assert_eq!(body, json!({"error": {"code": "too_large", "message": "big"}}));
+        assert_eq!(
+            body,
+            json!({"error": {"code": "too_large", "message": "big"}})
+        );
     }
 }

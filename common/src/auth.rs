@@ -31,7 +31,11 @@ pub struct Claims {
 impl Claims {
     /// Whether this token may subscribe to `topic` (no `topics` claim: none allowed).
     pub fn may_subscribe(&self, topic: &str) -> bool {
-        self.topics.as_deref().unwrap_or_default().iter().any(|p| crate::topic::pattern_matches(p, topic))
+        self.topics
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .any(|p| crate::topic::pattern_matches(p, topic))
     }
 }
 
@@ -65,14 +69,17 @@ impl std::fmt::Debug for TokenVerifier {
 
 impl TokenVerifier {
     pub fn hs256(secret: &str) -> Self {
-        Self::with(DecodingKey::from_secret(secret.as_bytes()), &[Algorithm::HS256])
+        Self::with(
+            DecodingKey::from_secret(secret.as_bytes()),
+            &[Algorithm::HS256],
+        )
     }
 
     /// Loads a PEM public key; RSA keys accept RS256, EC keys ES256. Nothing else is accepted,
     /// so an HS256 token signed with the public key's bytes is refused.
     pub fn from_public_key_file(path: &Path) -> Result<Self, String> {
-        let pem = std::fs::read(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let pem =
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         if let Ok(key) = DecodingKey::from_rsa_pem(&pem) {
             return Ok(Self::with(key, &[Algorithm::RS256]));
         }
@@ -113,16 +120,19 @@ impl TokenVerifier {
     /// Verifies signature, algorithm, `exp`, `nbf`, `sub` and the `topics` patterns.
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
         use jsonwebtoken::errors::ErrorKind;
-        let data = decode::<Claims>(token, &self.key, &self.validation).map_err(|e| match e.kind() {
-            ErrorKind::ExpiredSignature => AuthError::Expired,
-            ErrorKind::ImmatureSignature => AuthError::NotYetValid,
-            ErrorKind::MissingRequiredClaim(c) => AuthError::Invalid(format!("missing '{c}' claim")),
-            ErrorKind::InvalidAlgorithm => AuthError::Invalid("algorithm not accepted".into()),
-            ErrorKind::InvalidSignature => AuthError::Invalid("bad signature".into()),
-            ErrorKind::InvalidIssuer => AuthError::Invalid("issuer not accepted".into()),
-            ErrorKind::InvalidAudience => AuthError::Invalid("audience not accepted".into()),
-            _ => AuthError::Invalid("malformed token".into()),
-        })?;
+        let data =
+            decode::<Claims>(token, &self.key, &self.validation).map_err(|e| match e.kind() {
+                ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+                ErrorKind::MissingRequiredClaim(c) => {
+                    AuthError::Invalid(format!("missing '{c}' claim"))
+                }
+                ErrorKind::InvalidAlgorithm => AuthError::Invalid("algorithm not accepted".into()),
+                ErrorKind::InvalidSignature => AuthError::Invalid("bad signature".into()),
+                ErrorKind::InvalidIssuer => AuthError::Invalid("issuer not accepted".into()),
+                ErrorKind::InvalidAudience => AuthError::Invalid("audience not accepted".into()),
+                _ => AuthError::Invalid("malformed token".into()),
+            })?;
         let claims = data.claims;
         validate_user_id(&claims.sub).map_err(|e| AuthError::Invalid(format!("sub: {e}")))?;
         for p in claims.topics.as_deref().unwrap_or_default() {
@@ -144,7 +154,12 @@ impl TokenMinter {
         }
     }
 
-    pub fn mint(&self, user: &str, topics: Option<Vec<String>>, ttl: Duration) -> Result<String, String> {
+    pub fn mint(
+        &self,
+        user: &str,
+        topics: Option<Vec<String>>,
+        ttl: Duration,
+    ) -> Result<String, String> {
         validate_user_id(user).map_err(|e| format!("user: {e}"))?;
         for p in topics.as_deref().unwrap_or_default() {
             validate_pattern(p).map_err(|e| format!("topic pattern '{p}': {e}"))?;
@@ -177,7 +192,10 @@ impl std::fmt::Debug for ApiKeys {
 impl ApiKeys {
     pub fn new(keys: &[String]) -> Self {
         ApiKeys {
-            digests: keys.iter().map(|k| Sha256::digest(k.as_bytes()).into()).collect(),
+            digests: keys
+                .iter()
+                .map(|k| Sha256::digest(k.as_bytes()).into())
+                .collect(),
         }
     }
 
@@ -198,7 +216,12 @@ mod tests {
     const SECRET: &str = "test-secret-0123456789";
 
     fn claims_token(claims: serde_json::Value, alg: Algorithm, secret: &str) -> String {
-        encode(&Header::new(alg), &claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
+        encode(
+            &Header::new(alg),
+            &claims,
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
     }
 
     fn now() -> u64 {
@@ -208,7 +231,11 @@ mod tests {
     #[test]
     fn minted_tokens_verify() {
         let token = TokenMinter::hs256(SECRET)
-            .mint("alice", Some(vec!["news".into(), "team.*".into()]), Duration::from_secs(60))
+            .mint(
+                "alice",
+                Some(vec!["news".into(), "team.*".into()]),
+                Duration::from_secs(60),
+            )
             .unwrap();
         let claims = TokenVerifier::hs256(SECRET).verify(&token).unwrap();
         assert_eq!(claims.sub, "alice");
@@ -220,19 +247,43 @@ mod tests {
     #[test]
     fn refuses_bad_tokens() {
         let v = TokenVerifier::hs256(SECRET);
-        let expired = claims_token(serde_json::json!({"sub":"a","exp": now() - 60}), Algorithm::HS256, SECRET);
+        let expired = claims_token(
+            serde_json::json!({"sub":"a","exp": now() - 60}),
+            Algorithm::HS256,
+            SECRET,
+        );
         assert_eq!(v.verify(&expired), Err(AuthError::Expired));
-        let no_sub = claims_token(serde_json::json!({"exp": now() + 60}), Algorithm::HS256, SECRET);
+        let no_sub = claims_token(
+            serde_json::json!({"exp": now() + 60}),
+            Algorithm::HS256,
+            SECRET,
+        );
         assert!(matches!(v.verify(&no_sub), Err(AuthError::Invalid(_))));
         let no_exp = claims_token(serde_json::json!({"sub":"a"}), Algorithm::HS256, SECRET);
         assert!(matches!(v.verify(&no_exp), Err(AuthError::Invalid(_))));
-        let future = claims_token(serde_json::json!({"sub":"a","exp": now() + 600, "nbf": now() + 300}), Algorithm::HS256, SECRET);
+        let future = claims_token(
+            serde_json::json!({"sub":"a","exp": now() + 600, "nbf": now() + 300}),
+            Algorithm::HS256,
+            SECRET,
+        );
         assert_eq!(v.verify(&future), Err(AuthError::NotYetValid));
-        let wrong_key = claims_token(serde_json::json!({"sub":"a","exp": now() + 60}), Algorithm::HS256, "other");
+        let wrong_key = claims_token(
+            serde_json::json!({"sub":"a","exp": now() + 60}),
+            Algorithm::HS256,
+            "other",
+        );
         assert!(matches!(v.verify(&wrong_key), Err(AuthError::Invalid(_))));
-        let hs512 = claims_token(serde_json::json!({"sub":"a","exp": now() + 60}), Algorithm::HS512, SECRET);
+        let hs512 = claims_token(
+            serde_json::json!({"sub":"a","exp": now() + 60}),
+            Algorithm::HS512,
+            SECRET,
+        );
         assert!(matches!(v.verify(&hs512), Err(AuthError::Invalid(_))));
-        let bad_pattern = claims_token(serde_json::json!({"sub":"a","exp": now() + 60, "topics": ["a.>.b"]}), Algorithm::HS256, SECRET);
+        let bad_pattern = claims_token(
+            serde_json::json!({"sub":"a","exp": now() + 60, "topics": ["a.>.b"]}),
+            Algorithm::HS256,
+            SECRET,
+        );
         assert!(matches!(v.verify(&bad_pattern), Err(AuthError::Invalid(_))));
         assert!(v.verify("garbage").is_err());
     }

@@ -153,7 +153,9 @@ impl RetryPolicy {
     /// The wait before retry number `attempt` (1 = the first retry): exponential from `base`,
     /// capped, with "equal jitter" (between half and all of it) so retries do not stampede.
     pub fn backoff(&self, attempt: u32, jitter: f64) -> Duration {
-        let exp = self.base.saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
+        let exp = self
+            .base
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
         let full = exp.min(self.cap);
         full.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
     }
@@ -200,7 +202,10 @@ struct Raw(BTreeMap<&'static str, String>);
 
 impl Raw {
     fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).map(String::as_str).filter(|v| !v.trim().is_empty())
+        self.0
+            .get(key)
+            .map(String::as_str)
+            .filter(|v| !v.trim().is_empty())
     }
 
     fn req(&self, key: &str) -> Result<&str, ConfigError> {
@@ -308,7 +313,10 @@ impl Config {
         let default_channels: Vec<ChannelKind> = raw
             .list(ENV_DEFAULT_CHANNELS)
             .iter()
-            .map(|c| c.parse().map_err(|e| ConfigError(format!("{ENV_DEFAULT_CHANNELS}: {e}"))))
+            .map(|c| {
+                c.parse()
+                    .map_err(|e| ConfigError(format!("{ENV_DEFAULT_CHANNELS}: {e}")))
+            })
             .collect::<Result<_, _>>()?;
         validate_channels(&default_channels)
             .map_err(|e| ConfigError(format!("{ENV_DEFAULT_CHANNELS}: {e}")))?;
@@ -320,7 +328,9 @@ impl Config {
                 "{ENV_SMTP_URL} must start with smtp:// or smtps://"
             )));
         }
-        let sms_url = raw.get(ENV_SMS_URL).map(|u| u.trim_end_matches('/').to_string());
+        let sms_url = raw
+            .get(ENV_SMS_URL)
+            .map(|u| u.trim_end_matches('/').to_string());
         if let Some(url) = &sms_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
@@ -364,7 +374,9 @@ impl Config {
         }
         let max_frame_bytes = raw.positive(ENV_MAX_FRAME_BYTES)? as usize;
         if max_frame_bytes < 256 {
-            return Err(ConfigError(format!("{ENV_MAX_FRAME_BYTES} must be at least 256")));
+            return Err(ConfigError(format!(
+                "{ENV_MAX_FRAME_BYTES} must be at least 256"
+            )));
         }
         Ok(Config {
             listen: addr(ENV_LISTEN)?,
@@ -416,7 +428,8 @@ impl Config {
                 "{ENV_API_KEYS} is required (comma-separated keys for Authorization: Bearer); use --dev to generate one"
             )));
         }
-        if (ws || role == Role::Token) && self.jwt_secret.is_none() && self.jwt_public_key.is_none() {
+        if (ws || role == Role::Token) && self.jwt_secret.is_none() && self.jwt_public_key.is_none()
+        {
             return Err(ConfigError(format!(
                 "{ENV_JWT_SECRET} (or {ENV_JWT_PUBLIC_KEY}) is required to check client tokens; use --dev to generate one"
             )));
@@ -429,7 +442,11 @@ impl Config {
         if matches!(role, Role::Dispatcher | Role::Gateway) && self.nats_url.is_none() {
             return Err(ConfigError(format!(
                 "{ENV_NATS_URL} is required for '{}' (the cluster engine); use 'herald serve' for one process",
-                if role == Role::Gateway { "gateway" } else { "dispatcher" }
+                if role == Role::Gateway {
+                    "gateway"
+                } else {
+                    "dispatcher"
+                }
             )));
         }
         if self.sms.url.is_some() && self.sms.provider == SmsProvider::Twilio {
@@ -458,8 +475,10 @@ mod tests {
     use super::*;
 
     fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: BTreeMap<String, String> =
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |k| map.get(k).cloned()
     }
 
@@ -471,7 +490,10 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("./herald-data"));
         assert_eq!(c.nats_prefix, "herald");
         assert_eq!(c.smtp_from, "herald@localhost");
-        assert_eq!(c.default_channels, vec![ChannelKind::InApp, ChannelKind::Email, ChannelKind::Sms]);
+        assert_eq!(
+            c.default_channels,
+            vec![ChannelKind::InApp, ChannelKind::Email, ChannelKind::Sms]
+        );
         assert_eq!(c.ack_timeout, Duration::from_millis(3000));
         assert_eq!(c.retry.attempts, 5);
         assert!(c.validate(Role::Serve).is_err());
@@ -508,17 +530,36 @@ mod tests {
     #[test]
     fn roles_require_their_secrets() {
         let c = Config::load(None, env_of(&[(ENV_API_KEYS, "k")]), &[]).unwrap();
-        assert!(c.validate(Role::Serve).unwrap_err().0.contains(ENV_JWT_SECRET));
-        let c = Config::load(None, env_of(&[(ENV_API_KEYS, "k"), (ENV_JWT_SECRET, "s")]), &[]).unwrap();
+        assert!(
+            c.validate(Role::Serve)
+                .unwrap_err()
+                .0
+                .contains(ENV_JWT_SECRET)
+        );
+        let c = Config::load(
+            None,
+            env_of(&[(ENV_API_KEYS, "k"), (ENV_JWT_SECRET, "s")]),
+            &[],
+        )
+        .unwrap();
         assert!(c.validate(Role::Serve).is_ok());
-        assert!(c.validate(Role::Gateway).unwrap_err().0.contains(ENV_NATS_URL));
+        assert!(
+            c.validate(Role::Gateway)
+                .unwrap_err()
+                .0
+                .contains(ENV_NATS_URL)
+        );
         assert!(format!("{c:?}").contains("<redacted>"));
         assert!(!format!("{c:?}").contains("\"s\""));
     }
 
     #[test]
     fn backoff_grows_and_caps() {
-        let r = RetryPolicy { attempts: 5, base: Duration::from_secs(1), cap: Duration::from_secs(60) };
+        let r = RetryPolicy {
+            attempts: 5,
+            base: Duration::from_secs(1),
+            cap: Duration::from_secs(60),
+        };
         assert_eq!(r.backoff(1, 1.0), Duration::from_secs(1));
         assert_eq!(r.backoff(3, 1.0), Duration::from_secs(4));
         assert_eq!(r.backoff(3, 0.0), Duration::from_secs(2));

@@ -6,6 +6,7 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod events;
 pub mod ids;
 pub mod protocol;
 pub mod subjects;

@@ -106,6 +106,11 @@ pub enum ServerFrame {
     Subscribed {
         topic: String,
         seq: u64,
+        /// Extension: present when the subscribe asked for `since`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        replayed: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        complete: Option<bool>,
     },
     Unsubscribed {
         topic: String,

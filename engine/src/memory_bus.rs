@@ -91,11 +91,15 @@ impl MemoryBus {
 
     fn add(&self, subject: &str, group: Option<&str>, sink: mpsc::Sender<BusMsg>) -> Subscription {
         let id = self.next_id();
-        self.inner.subs.entry(subject.to_string()).or_default().push(Sub {
-            id,
-            group: group.map(str::to_string),
-            sink,
-        });
+        self.inner
+            .subs
+            .entry(subject.to_string())
+            .or_default()
+            .push(Sub {
+                id,
+                group: group.map(str::to_string),
+                sink,
+            });
         let inner = Arc::clone(&self.inner);
         let subject = subject.to_string();
         Subscription::new(CleanupGuard::new(move || {

@@ -12,8 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use herald_common::api::{
-    ChannelKind, MessageStatus, MessageView, Priority, RecipientStatus, RecipientView,
-    UserProfile,
+    ChannelKind, MessageStatus, MessageView, Priority, RecipientStatus, RecipientView, UserProfile,
 };
 use herald_common::protocol::MessageContent;
 use herald_common::time::{now_ms, rfc3339};
@@ -183,7 +182,11 @@ fn open_connection(path: &Path, sync_full: bool) -> rusqlite::Result<Connection>
     )?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", if sync_full { "FULL" } else { "NORMAL" })?;
+    conn.pragma_update(
+        None,
+        "synchronous",
+        if sync_full { "FULL" } else { "NORMAL" },
+    )?;
     conn.pragma_update(None, "foreign_keys", "OFF")?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
@@ -196,9 +199,8 @@ impl SqliteStore {
             StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
         })?;
         let path = dir.join("herald.db");
-        let conn = open_connection(&path, options.sync_full).map_err(|e| {
-            StoreError::Unavailable(format!("cannot open {}: {e}", path.display()))
-        })?;
+        let conn = open_connection(&path, options.sync_full)
+            .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
         conn.execute_batch(SCHEMA).map_err(backend)?;
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         std::thread::Builder::new()
@@ -351,8 +353,10 @@ fn append_stream(
     .execute(params![name, seq as i64, content.id, json, expires_at])?;
     let new_floor = floor.max((seq + 1).saturating_sub(limit)).max(1);
     if new_floor > floor {
-        conn.prepare_cached(&format!("DELETE FROM {table} WHERE {key} = ?1 AND seq < ?2"))?
-            .execute(params![name, new_floor as i64])?;
+        conn.prepare_cached(&format!(
+            "DELETE FROM {table} WHERE {key} = ?1 AND seq < ?2"
+        ))?
+        .execute(params![name, new_floor as i64])?;
     }
     conn.prepare_cached(
         "INSERT INTO streams (kind, name, head, floor) VALUES (?1, ?2, ?3, ?4)
@@ -387,7 +391,12 @@ fn read_stream(
          AND (expires_at IS NULL OR expires_at > ?3) ORDER BY seq LIMIT ?4"
     ))?;
     let rows = stmt.query_map(
-        params![name, since.min(i64::MAX as u64) as i64, now_ms(), limit as i64],
+        params![
+            name,
+            since.min(i64::MAX as u64) as i64,
+            now_ms(),
+            limit as i64
+        ],
         |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?)),
     )?;
     let mut entries = Vec::new();
@@ -399,7 +408,7 @@ fn read_stream(
     Ok(HistoryPage {
         entries,
         head,
-        complete: since + 1 >= floor || head <= since,
+        complete: since.saturating_add(1) >= floor || head <= since,
     })
 }
 
@@ -414,7 +423,11 @@ impl Store for SqliteStore {
         let id = record.id.clone();
         let created_at = record.created_at;
         let priority = record.priority;
-        let users: Vec<String> = record.recipients.iter().map(|r| r.user_id.clone()).collect();
+        let users: Vec<String> = record
+            .recipients
+            .iter()
+            .map(|r| r.user_id.clone())
+            .collect();
         self.write(move |c| {
             if let Some(claim) = &claim {
                 let prior = c
@@ -422,7 +435,11 @@ impl Store for SqliteStore {
                         "SELECT body_hash, message_id, recipients FROM idempotency WHERE key = ?1",
                     )?
                     .query_row([&claim.key], |r| {
-                        Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+                        Ok((
+                            r.get::<_, Vec<u8>>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, i64>(2)?,
+                        ))
                     })
                     .optional()?;
                 if let Some((hash, message_id, recipients)) = prior {
@@ -439,7 +456,13 @@ impl Store for SqliteStore {
                     "INSERT INTO idempotency (key, body_hash, message_id, recipients, created_at)
                      VALUES (?1, ?2, ?3, ?4, ?5)",
                 )?
-                .execute(params![claim.key, claim.body_hash, id, users.len() as i64, created_at])?;
+                .execute(params![
+                    claim.key,
+                    claim.body_hash,
+                    id,
+                    users.len() as i64,
+                    created_at
+                ])?;
             }
             c.prepare_cached(
                 "INSERT INTO messages (id, created_at, priority, record) VALUES (?1, ?2, ?3, ?4)",
@@ -534,7 +557,10 @@ impl Store for SqliteStore {
             let mut out: Vec<PendingMessage> = Vec::new();
             while let Some(r) = rows.next()? {
                 let message_id: String = r.get(0)?;
-                let best = match (r.get::<_, Option<String>>(5)?, r.get::<_, Option<String>>(6)?) {
+                let best = match (
+                    r.get::<_, Option<String>>(5)?,
+                    r.get::<_, Option<String>>(6)?,
+                ) {
                     (Some(s), Some(ch)) => Some((status_of(&s)?, channel_of(&ch)?)),
                     _ => None,
                 };
@@ -636,7 +662,8 @@ impl Store for SqliteStore {
 
     async fn put_user(&self, id: &str, profile: &UserProfile) -> StoreResult<()> {
         let id = id.to_string();
-        let json = serde_json::to_string(profile).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let json =
+            serde_json::to_string(profile).map_err(|e| StoreError::Backend(e.to_string()))?;
         self.write(move |c| {
             c.prepare_cached(
                 "INSERT INTO users (id, profile, updated_at) VALUES (?1, ?2, ?3)
@@ -672,7 +699,11 @@ impl Store for SqliteStore {
     }
 
     async fn is_ready(&self) -> bool {
-        !self.writer.is_closed() && self.read(|c| c.query_row("SELECT 1", [], |_| Ok(()))).await.is_ok()
+        !self.writer.is_closed()
+            && self
+                .read(|c| c.query_row("SELECT 1", [], |_| Ok(())))
+                .await
+                .is_ok()
     }
 }
 
@@ -684,19 +715,31 @@ impl History for SqliteStore {
         content: &MessageContent,
         expires_at: Option<i64>,
     ) -> StoreResult<u64> {
-        let (user_id, content, limit) = (user_id.to_string(), content.clone(), self.options.inbox_limit);
-        self.write(move |c| append_stream(c, StreamKind::Inbox, &user_id, &content, expires_at, limit))
-            .await
+        let (user_id, content, limit) = (
+            user_id.to_string(),
+            content.clone(),
+            self.options.inbox_limit,
+        );
+        self.write(move |c| {
+            append_stream(c, StreamKind::Inbox, &user_id, &content, expires_at, limit)
+        })
+        .await
     }
 
-    async fn read_inbox(&self, user_id: &str, since: u64, limit: usize) -> StoreResult<HistoryPage> {
+    async fn read_inbox(
+        &self,
+        user_id: &str,
+        since: u64,
+        limit: usize,
+    ) -> StoreResult<HistoryPage> {
         let user_id = user_id.to_string();
         self.read(move |c| read_stream(c, StreamKind::Inbox, &user_id, since, limit))
             .await
     }
 
     async fn append_topic(&self, topic: &str, content: &MessageContent) -> StoreResult<u64> {
-        let (topic, content, limit) = (topic.to_string(), content.clone(), self.options.topic_limit);
+        let (topic, content, limit) =
+            (topic.to_string(), content.clone(), self.options.topic_limit);
         self.write(move |c| append_stream(c, StreamKind::Topic, &topic, &content, None, limit))
             .await
     }

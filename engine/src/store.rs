@@ -81,7 +81,10 @@ pub enum AcceptOutcome {
     /// Stored; delivery may start.
     Created,
     /// The key was used before with the same body: the original answer.
-    Duplicate { message_id: String, recipients: usize },
+    Duplicate {
+        message_id: String,
+        recipients: usize,
+    },
     /// The key was used before with a different body.
     Conflict,
 }
@@ -198,7 +201,8 @@ pub trait History: Send + Sync + 'static {
         expires_at: Option<i64>,
     ) -> StoreResult<u64>;
 
-    async fn read_inbox(&self, user_id: &str, since: u64, limit: usize) -> StoreResult<HistoryPage>;
+    async fn read_inbox(&self, user_id: &str, since: u64, limit: usize)
+    -> StoreResult<HistoryPage>;
 
     async fn append_topic(&self, topic: &str, content: &MessageContent) -> StoreResult<u64>;
 

@@ -29,7 +29,11 @@ pub fn record(id: &str, users: &[&str]) -> MessageRecord {
         sms: None,
         recipients: users
             .iter()
-            .map(|u| RecipientRecord { user_id: u.to_string(), email: None, phone: None })
+            .map(|u| RecipientRecord {
+                user_id: u.to_string(),
+                email: None,
+                phone: None,
+            })
             .collect(),
     }
 }
@@ -57,34 +61,62 @@ pub async fn bus_contract(bus: &dyn Bus) {
 
     // Nobody listening: a request learns it at once.
     let started = std::time::Instant::now();
-    let pending = bus.request(&subject, Bytes::from_static(b"hi")).await.unwrap();
-    assert!(matches!(pending.wait(Duration::from_secs(5)).await, Err(RequestError::NoResponders)));
-    assert!(started.elapsed() < Duration::from_secs(2), "no-responders must not wait for the timeout");
+    let pending = bus
+        .request(&subject, Bytes::from_static(b"hi"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        pending.wait(Duration::from_secs(5)).await,
+        Err(RequestError::NoResponders)
+    ));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "no-responders must not wait for the timeout"
+    );
 
     // A subscriber gets publishes and can answer requests.
     let (tx, mut rx) = mpsc::channel(128);
     let sub = bus.subscribe(&subject, tx).await.unwrap();
-    bus.publish(&subject, Bytes::from_static(b"one")).await.unwrap();
+    bus.publish(&subject, Bytes::from_static(b"one"))
+        .await
+        .unwrap();
     let m = recv(&mut rx).await;
     assert_eq!(&m.payload[..], b"one");
     assert!(m.reply.is_none());
 
-    let pending = bus.request(&subject, Bytes::from_static(b"ping")).await.unwrap();
-    let m = recv(&mut rx).await;
-    assert_eq!(&m.payload[..], b"ping");
-    bus.publish(m.reply.as_deref().expect("a reply subject"), Bytes::from_static(b"pong"))
+    let pending = bus
+        .request(&subject, Bytes::from_static(b"ping"))
         .await
         .unwrap();
-    assert_eq!(&pending.wait(Duration::from_secs(5)).await.unwrap()[..], b"pong");
+    let m = recv(&mut rx).await;
+    assert_eq!(&m.payload[..], b"ping");
+    bus.publish(
+        m.reply.as_deref().expect("a reply subject"),
+        Bytes::from_static(b"pong"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        &pending.wait(Duration::from_secs(5)).await.unwrap()[..],
+        b"pong"
+    );
 
     // A subscriber that never answers: timeout, not no-responders.
-    let pending = bus.request(&subject, Bytes::from_static(b"ignored")).await.unwrap();
-    assert!(matches!(pending.wait(Duration::from_millis(200)).await, Err(RequestError::Timeout)));
+    let pending = bus
+        .request(&subject, Bytes::from_static(b"ignored"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        pending.wait(Duration::from_millis(200)).await,
+        Err(RequestError::Timeout)
+    ));
     let _ = recv(&mut rx).await;
 
     // Order of publishes from one process is kept.
     for i in 0..50u32 {
-        bus.publish(&subject, Bytes::from(i.to_string())).await.unwrap();
+        bus.publish(&subject, Bytes::from(i.to_string()))
+            .await
+            .unwrap();
     }
     for i in 0..50u32 {
         assert_eq!(recv(&mut rx).await.payload, Bytes::from(i.to_string()));
@@ -94,7 +126,10 @@ pub async fn bus_contract(bus: &dyn Bus) {
     drop(sub);
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
-        let pending = bus.request(&subject, Bytes::from_static(b"gone")).await.unwrap();
+        let pending = bus
+            .request(&subject, Bytes::from_static(b"gone"))
+            .await
+            .unwrap();
         match pending.wait(Duration::from_millis(500)).await {
             Err(RequestError::NoResponders) => break,
             other if std::time::Instant::now() > deadline => panic!("still subscribed: {other:?}"),
@@ -106,10 +141,18 @@ pub async fn bus_contract(bus: &dyn Bus) {
     let group_subject = format!("herald.test.{unique}.group");
     let (tx1, mut rx1) = mpsc::channel(64);
     let (tx2, mut rx2) = mpsc::channel(64);
-    let _s1 = bus.queue_subscribe(&group_subject, "workers", tx1).await.unwrap();
-    let _s2 = bus.queue_subscribe(&group_subject, "workers", tx2).await.unwrap();
+    let _s1 = bus
+        .queue_subscribe(&group_subject, "workers", tx1)
+        .await
+        .unwrap();
+    let _s2 = bus
+        .queue_subscribe(&group_subject, "workers", tx2)
+        .await
+        .unwrap();
     for i in 0..20u32 {
-        bus.publish(&group_subject, Bytes::from(i.to_string())).await.unwrap();
+        bus.publish(&group_subject, Bytes::from(i.to_string()))
+            .await
+            .unwrap();
     }
     let mut got = 0;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -121,69 +164,160 @@ pub async fn bus_contract(bus: &dyn Bus) {
         }
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(rx1.try_recv().is_err() && rx2.try_recv().is_err(), "a message went to both members");
+    assert!(
+        rx1.try_recv().is_err() && rx2.try_recv().is_err(),
+        "a message went to both members"
+    );
 }
 
 pub async fn store_contract(store: &dyn Store) {
     let unique = ulid::Ulid::generate().to_string();
     let id = format!("m1-{unique}");
     let rec = record(&id, &["alice", "bob"]);
-    let claim = || IdempotencyClaim { key: format!("k-{unique}"), body_hash: vec![1, 2, 3] };
-    assert_eq!(store.accept(&rec, Some(claim())).await.unwrap(), AcceptOutcome::Created);
+    let claim = || IdempotencyClaim {
+        key: format!("k-{unique}"),
+        body_hash: vec![1, 2, 3],
+    };
+    assert_eq!(
+        store.accept(&rec, Some(claim())).await.unwrap(),
+        AcceptOutcome::Created
+    );
 
     // Same key, same body: the original answer. Different body: conflict.
     let again = record(&format!("m2-{unique}"), &["alice", "bob"]);
     assert_eq!(
         store.accept(&again, Some(claim())).await.unwrap(),
-        AcceptOutcome::Duplicate { message_id: id.clone(), recipients: 2 }
+        AcceptOutcome::Duplicate {
+            message_id: id.clone(),
+            recipients: 2
+        }
     );
-    let other = IdempotencyClaim { key: format!("k-{unique}"), body_hash: vec![9] };
-    assert_eq!(store.accept(&again, Some(other)).await.unwrap(), AcceptOutcome::Conflict);
-    assert!(store.message(&format!("m2-{unique}")).await.unwrap().is_none(), "a duplicate stores nothing");
+    let other = IdempotencyClaim {
+        key: format!("k-{unique}"),
+        body_hash: vec![9],
+    };
+    assert_eq!(
+        store.accept(&again, Some(other)).await.unwrap(),
+        AcceptOutcome::Conflict
+    );
+    assert!(
+        store
+            .message(&format!("m2-{unique}"))
+            .await
+            .unwrap()
+            .is_none(),
+        "a duplicate stores nothing"
+    );
 
     let view = store.message(&id).await.unwrap().expect("stored");
     assert_eq!(view.recipients.len(), 2);
-    assert!(view.recipients.iter().all(|r| r.status == RecipientStatus::Pending));
+    assert!(
+        view.recipients
+            .iter()
+            .all(|r| r.status == RecipientStatus::Pending)
+    );
 
     let pending = store.pending().await.unwrap();
-    let mine = pending.iter().find(|p| p.record.id == id).expect("pending jobs");
+    let mine = pending
+        .iter()
+        .find(|p| p.record.id == id)
+        .expect("pending jobs");
     assert_eq!(mine.jobs.len(), 2);
     assert_eq!(mine.record.title.as_deref(), Some("t"));
 
     // alice: offline on in_app, then sent by email.
     let now = herald_common::time::now_ms();
-    let offline = AttemptRecord { channel: ChannelKind::InApp, outcome: Outcome::Offline, detail: None, at: now };
-    let next = JobState { idx: 0, channel_idx: 1, channel_attempt: 0, due_at: now, best: None };
-    store.advance(&id, 0, Some(offline), JobNext::Continue(next.clone())).await.unwrap();
+    let offline = AttemptRecord {
+        channel: ChannelKind::InApp,
+        outcome: Outcome::Offline,
+        detail: None,
+        at: now,
+    };
+    let next = JobState {
+        idx: 0,
+        channel_idx: 1,
+        channel_attempt: 0,
+        due_at: now,
+        best: None,
+    };
+    store
+        .advance(&id, 0, Some(offline), JobNext::Continue(next.clone()))
+        .await
+        .unwrap();
     let pending = store.pending().await.unwrap();
     let mine = pending.iter().find(|p| p.record.id == id).unwrap();
     assert_eq!(mine.jobs.iter().find(|j| j.idx == 0), Some(&next));
-    let sent = AttemptRecord { channel: ChannelKind::Email, outcome: Outcome::Sent, detail: Some("250 OK".into()), at: now + 5 };
+    let sent = AttemptRecord {
+        channel: ChannelKind::Email,
+        outcome: Outcome::Sent,
+        detail: Some("250 OK".into()),
+        at: now + 5,
+    };
     store
-        .advance(&id, 0, Some(sent), JobNext::Finish { status: RecipientStatus::Sent, channel: Some(ChannelKind::Email) })
+        .advance(
+            &id,
+            0,
+            Some(sent),
+            JobNext::Finish {
+                status: RecipientStatus::Sent,
+                channel: Some(ChannelKind::Email),
+            },
+        )
         .await
         .unwrap();
     // bob: failed everywhere.
     store
-        .advance(&id, 1, None, JobNext::Finish { status: RecipientStatus::Failed, channel: None })
+        .advance(
+            &id,
+            1,
+            None,
+            JobNext::Finish {
+                status: RecipientStatus::Failed,
+                channel: None,
+            },
+        )
         .await
         .unwrap();
     store.mark_read(&id, "alice", now + 10).await.unwrap();
 
     let view = store.message(&id).await.unwrap().unwrap();
     let alice = &view.recipients[0];
-    assert_eq!((alice.status, alice.channel), (RecipientStatus::Sent, Some(ChannelKind::Email)));
-    let outcomes: Vec<_> = alice.attempts.iter().map(|a| (a.channel, a.outcome)).collect();
-    assert_eq!(outcomes, vec![(ChannelKind::InApp, Outcome::Offline), (ChannelKind::Email, Outcome::Sent)]);
+    assert_eq!(
+        (alice.status, alice.channel),
+        (RecipientStatus::Sent, Some(ChannelKind::Email))
+    );
+    let outcomes: Vec<_> = alice
+        .attempts
+        .iter()
+        .map(|a| (a.channel, a.outcome))
+        .collect();
+    assert_eq!(
+        outcomes,
+        vec![
+            (ChannelKind::InApp, Outcome::Offline),
+            (ChannelKind::Email, Outcome::Sent)
+        ]
+    );
     assert!(alice.read_at.is_some());
     assert_eq!(view.recipients[1].status, RecipientStatus::Failed);
     assert_eq!(view.status, herald_common::api::MessageStatus::Partial);
-    assert!(!store.pending().await.unwrap().iter().any(|p| p.record.id == id), "finished jobs are gone");
+    assert!(
+        !store
+            .pending()
+            .await
+            .unwrap()
+            .iter()
+            .any(|p| p.record.id == id),
+        "finished jobs are gone"
+    );
 
     // Users.
     let user = format!("u-{unique}");
     assert!(store.user(&user).await.unwrap().is_none());
-    let mut profile = UserProfile { email: Some("a@example.com".into()), ..Default::default() };
+    let mut profile = UserProfile {
+        email: Some("a@example.com".into()),
+        ..Default::default()
+    };
     profile.preferences.insert("sms".into(), false);
     store.put_user(&user, &profile).await.unwrap();
     assert_eq!(store.user(&user).await.unwrap(), Some(profile));
@@ -198,13 +332,28 @@ pub async fn history_contract(history: &dyn History, limit: u64) {
     let unique = ulid::Ulid::generate().to_string();
     let user = format!("user.{unique}>*");
     let empty = history.read_inbox(&user, 0, 100).await.unwrap();
-    assert_eq!((empty.head, empty.complete, empty.entries.len()), (0, true, 0));
+    assert_eq!(
+        (empty.head, empty.complete, empty.entries.len()),
+        (0, true, 0)
+    );
 
     for i in 1..=3u64 {
-        assert_eq!(history.append_inbox(&user, &content(&format!("p{i}")), None).await.unwrap(), i);
+        assert_eq!(
+            history
+                .append_inbox(&user, &content(&format!("p{i}")), None)
+                .await
+                .unwrap(),
+            i
+        );
     }
     // Appending the same message again keeps its seq.
-    assert_eq!(history.append_inbox(&user, &content("p2"), None).await.unwrap(), 2);
+    assert_eq!(
+        history
+            .append_inbox(&user, &content("p2"), None)
+            .await
+            .unwrap(),
+        2
+    );
     let page = history.read_inbox(&user, 1, 100).await.unwrap();
     let seqs: Vec<u64> = page.entries.iter().map(|(s, _)| *s).collect();
     assert_eq!(seqs, vec![2, 3]);
@@ -212,12 +361,18 @@ pub async fn history_contract(history: &dyn History, limit: u64) {
     assert_eq!((page.head, page.complete), (3, true));
 
     // Another user's inbox is separate, even with a similar id.
-    let other = history.read_inbox(&format!("user.{unique}>"), 0, 100).await.unwrap();
+    let other = history
+        .read_inbox(&format!("user.{unique}>"), 0, 100)
+        .await
+        .unwrap();
     assert_eq!(other.head, 0);
 
     // Past the limit, old entries go and a resume from before them is incomplete.
     for i in 4..=(limit + 3) {
-        history.append_inbox(&user, &content(&format!("p{i}")), None).await.unwrap();
+        history
+            .append_inbox(&user, &content(&format!("p{i}")), None)
+            .await
+            .unwrap();
     }
     let page = history.read_inbox(&user, 0, 100).await.unwrap();
     assert_eq!(page.head, limit + 3);
@@ -228,17 +383,39 @@ pub async fn history_contract(history: &dyn History, limit: u64) {
 
     // Expired personal messages are not replayed.
     let expired_user = format!("exp-{unique}");
-    history.append_inbox(&expired_user, &content("old"), Some(herald_common::time::now_ms() - 1)).await.unwrap();
-    history.append_inbox(&expired_user, &content("new"), None).await.unwrap();
+    history
+        .append_inbox(
+            &expired_user,
+            &content("old"),
+            Some(herald_common::time::now_ms() - 1),
+        )
+        .await
+        .unwrap();
+    history
+        .append_inbox(&expired_user, &content("new"), None)
+        .await
+        .unwrap();
     let page = history.read_inbox(&expired_user, 0, 100).await.unwrap();
     let ids: Vec<&str> = page.entries.iter().map(|(_, c)| c.id.as_str()).collect();
     assert_eq!(ids, vec!["new"]);
 
     // Topics: their own seq per topic.
     let topic = format!("news.{unique}");
-    assert_eq!(history.append_topic(&topic, &content("t1")).await.unwrap(), 1);
-    assert_eq!(history.append_topic(&topic, &content("t2")).await.unwrap(), 2);
-    assert_eq!(history.append_topic(&format!("{topic}.x"), &content("t3")).await.unwrap(), 1);
+    assert_eq!(
+        history.append_topic(&topic, &content("t1")).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        history.append_topic(&topic, &content("t2")).await.unwrap(),
+        2
+    );
+    assert_eq!(
+        history
+            .append_topic(&format!("{topic}.x"), &content("t3"))
+            .await
+            .unwrap(),
+        1
+    );
     let page = history.read_topic(&topic, 1, 10).await.unwrap();
     assert_eq!(page.entries.len(), 1);
     assert_eq!(page.entries[0].1.id, "t2");

@@ -1,0 +1,25 @@
+//! Payloads that travel on the bus between roles, and to backends (SPEC §5).
+
+use serde::{Deserialize, Serialize};
+
+use crate::api::{ChannelKind, RecipientStatus};
+
+/// A recipient status change, published on `<prefix>.events.<status>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusEvent {
+    pub id: String,
+    pub user_id: String,
+    pub status: RecipientStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<ChannelKind>,
+    pub at: String,
+}
+
+/// A read receipt, from the gateway that saw it to the dispatchers (internal).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReadReceipt {
+    pub id: String,
+    pub user_id: String,
+    /// Unix milliseconds.
+    pub at: i64,
+}

@@ -1,0 +1,478 @@
+//! The delivery pipeline: accept (validate, apply idempotency, commit) → route (one job per
+//! recipient, in its priority lane) → deliver (channels in order, retries with backoff,
+//! every attempt recorded) → a final status per recipient, announced on the bus.
+//!
+//! Every step is recorded before the next begins, so a restart continues where the store
+//! says, never from the start: a channel is attempted again only if its attempt was in
+//! flight at the instant of the crash.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use herald_common::api::{
+    Accepted, ChannelKind, Outcome, Priority, RecipientSpec, RecipientStatus, SendRequest,
+    Strategy, UserProfile,
+};
+use herald_common::config::RetryPolicy;
+use herald_common::events::StatusEvent;
+use herald_common::subjects::Subjects;
+use herald_common::time::{now_ms, rfc3339};
+use herald_engine::store::{
+    AcceptOutcome, AttemptRecord, IdempotencyClaim, JobNext, JobState, MessageRecord,
+    RecipientRecord,
+};
+use herald_engine::{Bus, Store, StoreError};
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::channels::{AttemptResult, Channels, Delivery};
+use crate::scheduler::{Job, Scheduler};
+
+/// Settings the pipeline applies to every message.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    pub default_channels: Vec<ChannelKind>,
+    pub ack_timeout: Duration,
+    pub retry: RetryPolicy,
+    pub lane_concurrency: usize,
+}
+
+/// Why a send was not accepted.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AcceptError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("this idempotency key was already used with a different request body")]
+    Conflict,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub struct Pipeline {
+    store: Arc<dyn Store>,
+    bus: Arc<dyn Bus>,
+    subjects: Subjects,
+    channels: Channels,
+    scheduler: Arc<Scheduler>,
+    config: PipelineConfig,
+}
+
+/// The idempotency digest covers the request as sent, minus the key itself.
+fn body_hash(req: &SendRequest) -> Vec<u8> {
+    let mut canonical = req.clone();
+    canonical.idempotency_key = None;
+    let bytes = serde_json::to_vec(&canonical).unwrap_or_default();
+    Sha256::digest(&bytes).to_vec()
+}
+
+impl Pipeline {
+    pub fn new(
+        store: Arc<dyn Store>,
+        bus: Arc<dyn Bus>,
+        subjects: Subjects,
+        channels: Channels,
+        config: PipelineConfig,
+    ) -> Arc<Pipeline> {
+        Arc::new(Pipeline {
+            store,
+            bus,
+            subjects,
+            channels,
+            scheduler: Scheduler::new(config.lane_concurrency),
+            config,
+        })
+    }
+
+    pub fn scheduler(&self) -> &Arc<Scheduler> {
+        &self.scheduler
+    }
+
+    /// Starts delivering: recovers unfinished work from the store, then runs the lanes.
+    pub async fn start(
+        self: &Arc<Self>,
+        shutdown: CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Result<usize, StoreError> {
+        let pending = self.store.pending().await?;
+        let mut jobs = 0;
+        for p in pending {
+            let message = Arc::new(p.record);
+            for state in p.jobs {
+                jobs += 1;
+                self.scheduler.push(Job {
+                    message: Arc::clone(&message),
+                    state,
+                });
+            }
+        }
+        if jobs > 0 {
+            tracing::info!(jobs, "resuming unfinished deliveries");
+        }
+        let me = Arc::clone(self);
+        self.scheduler.start(
+            move |job: Job| {
+                let me = Arc::clone(&me);
+                let span = tracing::info_span!("deliver", message_id = %job.message.id, idx = job.state.idx);
+                async move { me.deliver(job).await }.instrument(span)
+            },
+            shutdown,
+            tracker,
+        );
+        Ok(jobs)
+    }
+
+    /// Builds the stored form of a request: defaults applied, recipients de-duplicated.
+    pub fn record(&self, req: &SendRequest, id: String, now: i64) -> MessageRecord {
+        let mut recipients: Vec<RecipientRecord> = Vec::with_capacity(req.to.len());
+        for spec in &req.to {
+            let (user_id, email, phone) = match spec {
+                RecipientSpec::Id(id) => (id.clone(), None, None),
+                RecipientSpec::Inline(r) => (r.user_id.clone(), r.email.clone(), r.phone.clone()),
+            };
+            if recipients.iter().any(|r| r.user_id == user_id) {
+                continue;
+            }
+            recipients.push(RecipientRecord {
+                user_id,
+                email,
+                phone,
+            });
+        }
+        MessageRecord {
+            id,
+            created_at: now,
+            priority: req.priority.unwrap_or(Priority::Normal),
+            strategy: req.strategy.unwrap_or(Strategy::Fallback),
+            channels: req
+                .channels
+                .clone()
+                .unwrap_or_else(|| self.config.default_channels.clone()),
+            ack_timeout_ms: req
+                .ack_timeout_ms
+                .unwrap_or(self.config.ack_timeout.as_millis() as u64),
+            expires_at: req.ttl_s.map(|s| {
+                now.saturating_add(
+                    i64::try_from(s)
+                        .unwrap_or(i64::MAX / 1000)
+                        .saturating_mul(1000),
+                )
+            }),
+            title: req.title.clone(),
+            body: req.body.clone(),
+            data: req
+                .data
+                .as_ref()
+                .and_then(|d| RawValue::from_string(d.to_string()).ok()),
+            email: req.email.clone(),
+            sms: req.sms.clone(),
+            recipients,
+        }
+    }
+
+    /// Accepts a send: once this returns `Ok`, the message is durable and delivery has begun.
+    /// The flag is `false` when the answer is a replay of an earlier idempotent request.
+    pub async fn accept(
+        &self,
+        req: SendRequest,
+        header_key: Option<String>,
+    ) -> Result<(Accepted, bool), AcceptError> {
+        req.validate().map_err(AcceptError::Invalid)?;
+        let key = match (header_key, req.idempotency_key.clone()) {
+            (Some(h), Some(f)) if h != f => {
+                return Err(AcceptError::Invalid(
+                    "Idempotency-Key header and idempotency_key field differ".into(),
+                ));
+            }
+            (h, f) => h.or(f),
+        };
+        if let Some(k) = &key {
+            herald_common::api::validate_idempotency_key(k).map_err(AcceptError::Invalid)?;
+        }
+        let claim = key.map(|key| IdempotencyClaim {
+            key,
+            body_hash: body_hash(&req),
+        });
+        let now = now_ms();
+        let record = self.record(&req, ulid::Ulid::generate().to_string(), now);
+        match self.store.accept(&record, claim).await? {
+            AcceptOutcome::Created => {
+                let n = record.recipients.len();
+                metrics::counter!("herald_messages_accepted_total", "priority" => record.priority.as_str())
+                    .increment(1);
+                let message = Arc::new(record);
+                for idx in 0..n {
+                    self.scheduler.push(Job {
+                        message: Arc::clone(&message),
+                        state: JobState {
+                            idx: idx as u32,
+                            channel_idx: 0,
+                            channel_attempt: 0,
+                            due_at: now,
+                            best: None,
+                        },
+                    });
+                }
+                Ok((accepted(message.id.clone(), n), true))
+            }
+            AcceptOutcome::Duplicate {
+                message_id,
+                recipients,
+            } => Ok((accepted(message_id, recipients), false)),
+            AcceptOutcome::Conflict => Err(AcceptError::Conflict),
+        }
+    }
+
+    /// Runs one recipient's delivery until it finishes or waits for a retry.
+    async fn deliver(self: Arc<Self>, job: Job) {
+        let message = Arc::clone(&job.message);
+        let mut st = job.state;
+        let Some(recipient) = message.recipients.get(st.idx as usize) else {
+            tracing::error!(message_id = %message.id, idx = st.idx, "job for an unknown recipient");
+            return;
+        };
+        let mut profile: Option<Option<UserProfile>> = None;
+        loop {
+            let now = now_ms();
+            if message.expires_at.is_some_and(|e| now >= e) {
+                self.finish(&message, st.idx, None, RecipientStatus::Expired, None)
+                    .await;
+                return;
+            }
+            let Some(&kind) = message.channels.get(st.channel_idx as usize) else {
+                let (status, channel) = match st.best {
+                    Some((s, c)) => (s, Some(c)),
+                    None => (RecipientStatus::Failed, None),
+                };
+                self.finish(&message, st.idx, None, status, channel).await;
+                return;
+            };
+            if profile.is_none() {
+                match self.store.user(&recipient.user_id).await {
+                    Ok(p) => profile = Some(p),
+                    Err(e) => {
+                        tracing::warn!(message_id = %message.id, error = %e, "profile unavailable; will retry");
+                        st.due_at = now + self.config.retry.base.as_millis() as i64;
+                        self.scheduler.push(Job {
+                            message: Arc::clone(&message),
+                            state: st,
+                        });
+                        return;
+                    }
+                }
+            }
+            let profile_ref = profile.as_ref().and_then(|p| p.as_ref());
+            let result = if profile_ref.is_some_and(|p| !p.allows(kind)) {
+                AttemptResult::new(Outcome::Skipped, format!("opted out of {kind}"))
+            } else if let Some(channel) = self.channels.get(kind) {
+                let delivery = Delivery {
+                    message: &message,
+                    idx: st.idx,
+                    recipient,
+                    profile: profile_ref,
+                };
+                channel.attempt(&delivery).await
+            } else {
+                AttemptResult::new(
+                    Outcome::Skipped,
+                    format!("channel {kind} is not configured"),
+                )
+            };
+            let at = now_ms();
+            metrics::counter!("herald_attempts_total", "channel" => kind.as_str(), "outcome" => result.outcome.as_str())
+                .increment(1);
+            tracing::debug!(message_id = %message.id, channel = %kind, outcome = %result.outcome, detail = ?result.detail, "attempt");
+            let attempt_no = st.channel_attempt + 1;
+            let mut attempt = AttemptRecord {
+                channel: kind,
+                outcome: result.outcome,
+                detail: result.detail,
+                at,
+            };
+            match result.outcome {
+                Outcome::Acked | Outcome::Sent => {
+                    let status = if result.outcome == Outcome::Acked {
+                        RecipientStatus::Delivered
+                    } else {
+                        RecipientStatus::Sent
+                    };
+                    if message.strategy == Strategy::Fallback {
+                        self.finish(&message, st.idx, Some(attempt), status, Some(kind))
+                            .await;
+                        return;
+                    }
+                    st.best = better(st.best, (status, kind));
+                }
+                Outcome::TransientError if attempt_no < self.config.retry.attempts => {
+                    let wait = self.config.retry.backoff(attempt_no, rand::random::<f64>());
+                    st.channel_attempt = attempt_no;
+                    st.due_at = at + wait.as_millis() as i64;
+                    metrics::counter!("herald_retries_total", "channel" => kind.as_str())
+                        .increment(1);
+                    if self
+                        .advance(
+                            &message,
+                            st.idx,
+                            Some(attempt),
+                            JobNext::Continue(st.clone()),
+                        )
+                        .await
+                    {
+                        self.scheduler.push(Job {
+                            message: Arc::clone(&message),
+                            state: st,
+                        });
+                    }
+                    return;
+                }
+                Outcome::TransientError => {
+                    let detail = attempt.detail.take().unwrap_or_default();
+                    attempt.detail =
+                        Some(format!("{detail} (gave up after {attempt_no} attempts)"));
+                }
+                Outcome::Offline
+                | Outcome::AckTimeout
+                | Outcome::PermanentError
+                | Outcome::Skipped => {}
+            }
+            if st.best.is_none() && (st.channel_idx as usize + 1) < message.channels.len() {
+                metrics::counter!("herald_fallbacks_total", "from" => kind.as_str()).increment(1);
+            }
+            st.channel_idx += 1;
+            st.channel_attempt = 0;
+            st.due_at = at;
+            if !self
+                .advance(
+                    &message,
+                    st.idx,
+                    Some(attempt),
+                    JobNext::Continue(st.clone()),
+                )
+                .await
+            {
+                return;
+            }
+        }
+    }
+
+    /// Records a step, retrying a failing store a few times. `false`: not recorded; the job
+    /// stays at its last recorded step and is resumed from there on the next start.
+    async fn advance(
+        &self,
+        message: &MessageRecord,
+        idx: u32,
+        attempt: Option<AttemptRecord>,
+        next: JobNext,
+    ) -> bool {
+        for delay_ms in [0u64, 100, 1000, 5000] {
+            if delay_ms > 0 {
+                tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+            }
+            match self
+                .store
+                .advance(&message.id, idx, attempt.clone(), next.clone())
+                .await
+            {
+                Ok(()) => return true,
+                Err(e) => {
+                    tracing::error!(message_id = %message.id, error = %e, "cannot record delivery step")
+                }
+            }
+        }
+        false
+    }
+
+    async fn finish(
+        &self,
+        message: &MessageRecord,
+        idx: u32,
+        attempt: Option<AttemptRecord>,
+        status: RecipientStatus,
+        channel: Option<ChannelKind>,
+    ) {
+        if !self
+            .advance(message, idx, attempt, JobNext::Finish { status, channel })
+            .await
+        {
+            return;
+        }
+        let now = now_ms();
+        metrics::histogram!("herald_delivery_seconds", "status" => status.as_str())
+            .record((now - message.created_at).max(0) as f64 / 1000.0);
+        metrics::counter!("herald_recipients_final_total", "status" => status.as_str())
+            .increment(1);
+        let Some(recipient) = message.recipients.get(idx as usize) else {
+            return;
+        };
+        let event = StatusEvent {
+            id: message.id.clone(),
+            user_id: recipient.user_id.clone(),
+            status,
+            channel,
+            at: rfc3339(now),
+        };
+        if let Ok(payload) = serde_json::to_vec(&event) {
+            let subject = self.subjects.event(status.as_str());
+            if let Err(e) = self.bus.publish(&subject, Bytes::from(payload)).await {
+                tracing::warn!(message_id = %message.id, error = %e, "could not publish status event");
+            }
+        }
+    }
+}
+
+fn accepted(id: String, recipients: usize) -> Accepted {
+    Accepted {
+        id,
+        status: "accepted".into(),
+        recipients,
+    }
+}
+
+/// For strategy `all`: delivered beats sent; otherwise the first success stays.
+fn better(
+    best: Option<(RecipientStatus, ChannelKind)>,
+    new: (RecipientStatus, ChannelKind),
+) -> Option<(RecipientStatus, ChannelKind)> {
+    match best {
+        Some((RecipientStatus::Sent, _)) if new.0 == RecipientStatus::Delivered => Some(new),
+        Some(b) => Some(b),
+        None => Some(new),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delivered_beats_sent_for_strategy_all() {
+        use ChannelKind::*;
+        use RecipientStatus::*;
+        assert_eq!(better(None, (Sent, Email)), Some((Sent, Email)));
+        assert_eq!(
+            better(Some((Sent, Email)), (Delivered, InApp)),
+            Some((Delivered, InApp))
+        );
+        assert_eq!(
+            better(Some((Sent, Email)), (Sent, Sms)),
+            Some((Sent, Email))
+        );
+    }
+
+    #[test]
+    fn the_idempotency_digest_ignores_only_the_key() {
+        let a: SendRequest = serde_json::from_value(
+            serde_json::json!({"to":["a"],"title":"x","idempotency_key":"k"}),
+        )
+        .unwrap();
+        let b: SendRequest =
+            serde_json::from_value(serde_json::json!({"to":["a"],"title":"x"})).unwrap();
+        let c: SendRequest =
+            serde_json::from_value(serde_json::json!({"to":["a"],"title":"y"})).unwrap();
+        assert_eq!(body_hash(&a), body_hash(&b));
+        assert_ne!(body_hash(&a), body_hash(&c));
+    }
+}

@@ -1,0 +1,212 @@
+//! The `/ws` endpoint: authenticates before upgrading, sets the socket's buffer and frame
+//! limits, and hands each connection to its own session task.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bytes::Bytes;
+use herald_common::api::{ErrorBody, ErrorCode};
+use herald_common::auth::TokenVerifier;
+use herald_common::config::Limits;
+use herald_common::events::ReadReceipt;
+use herald_common::protocol::SUBPROTOCOL;
+use herald_common::subjects::Subjects;
+use herald_engine::{Bus, History};
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::hub::Hub;
+use crate::session;
+
+/// What a gateway needs to know beyond its engine.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub heartbeat: Duration,
+    pub limits: Limits,
+    /// Window over which sessions are closed with `1012` on shutdown.
+    pub drain: Duration,
+    /// Most personal messages replayed by one `resume`.
+    pub inbox_limit: usize,
+    /// Most topic messages replayed by one `subscribe` with `since`.
+    pub topic_history_limit: usize,
+    pub max_topics_per_session: usize,
+    /// How long a user's or topic's bus interest outlives its last session.
+    pub linger: Duration,
+}
+
+pub(crate) struct GatewayState {
+    pub hub: Arc<Hub>,
+    pub verifier: TokenVerifier,
+    pub history: Arc<dyn History>,
+    pub bus: Arc<dyn Bus>,
+    pub subjects: Subjects,
+    pub config: GatewayConfig,
+    pub shutdown: CancellationToken,
+    pub tracker: TaskTracker,
+    pub instance: String,
+    next_id: AtomicU64,
+}
+
+impl GatewayState {
+    pub fn next_session_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub async fn publish_read(&self, user: &str, id: &str) {
+        let receipt = ReadReceipt {
+            id: id.to_string(),
+            user_id: user.to_string(),
+            at: herald_common::time::now_ms(),
+        };
+        let Ok(payload) = serde_json::to_vec(&receipt) else {
+            return;
+        };
+        if let Err(e) = self
+            .bus
+            .publish(&self.subjects.reads(), Bytes::from(payload))
+            .await
+        {
+            tracing::warn!(message_id = %id, error = %e, "could not forward read receipt");
+        }
+    }
+}
+
+/// A running gateway: its hub and the `/ws` router.
+#[derive(Clone)]
+pub struct Gateway {
+    state: Arc<GatewayState>,
+}
+
+impl Gateway {
+    /// Builds the gateway and starts its bus relay. Sessions stop when `shutdown` fires.
+    pub fn start(
+        bus: Arc<dyn Bus>,
+        history: Arc<dyn History>,
+        verifier: TokenVerifier,
+        subjects: Subjects,
+        config: GatewayConfig,
+        shutdown: CancellationToken,
+    ) -> Gateway {
+        let (hub, rx) = Hub::new(
+            Arc::clone(&bus),
+            subjects.clone(),
+            config.limits.max_sessions_per_user,
+            config.linger,
+        );
+        let tracker = TaskTracker::new();
+        tracker.spawn(Arc::clone(&hub).relay(rx));
+        let state = Arc::new(GatewayState {
+            hub,
+            verifier,
+            history,
+            bus,
+            subjects,
+            config,
+            shutdown,
+            tracker,
+            instance: format!("{:08x}", rand::random::<u32>()),
+            next_id: AtomicU64::new(1),
+        });
+        Gateway { state }
+    }
+
+    pub fn hub(&self) -> Arc<Hub> {
+        Arc::clone(&self.state.hub)
+    }
+
+    /// `GET /ws`.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/ws", get(upgrade))
+            .with_state(Arc::clone(&self.state))
+    }
+
+    /// Waits until every session has closed, at most `timeout`.
+    pub async fn drained(&self, timeout: Duration) -> bool {
+        self.state.tracker.close();
+        tokio::time::timeout(timeout, async {
+            // The relay runs until the bus closes; wait only for sessions.
+            while self.state.hub.session_count() > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .is_ok()
+    }
+}
+
+#[derive(Deserialize)]
+struct WsQuery {
+    token: Option<String>,
+}
+
+fn unauthorized(message: String) -> Response {
+    metrics::counter!("herald_gateway_auth_failures_total").increment(1);
+    let body = ErrorBody::new(ErrorCode::Unauthorized, message);
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        axum::Json(body),
+    )
+        .into_response()
+}
+
+async fn upgrade(
+    State(gw): State<Arc<GatewayState>>,
+    query: Result<Query<WsQuery>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string);
+    let Some(token) = query.ok().and_then(|q| q.0.token).or(bearer) else {
+        return unauthorized(
+            "missing token: pass ?token=<jwt> or Authorization: Bearer <jwt>".into(),
+        );
+    };
+    let claims = match gw.verifier.verify(&token) {
+        Ok(claims) => claims,
+        Err(e) => return unauthorized(e.to_string()),
+    };
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => {
+            let body = ErrorBody::new(
+                ErrorCode::InvalidRequest,
+                format!("expected a WebSocket upgrade: {rejection}"),
+            );
+            return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
+        }
+    };
+    if gw.shutdown.is_cancelled() {
+        let body = ErrorBody::new(
+            ErrorCode::Unavailable,
+            "gateway is shutting down; reconnect elsewhere",
+        );
+        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+    }
+    let limits = &gw.config.limits;
+    let state = Arc::clone(&gw);
+    ws.protocols([SUBPROTOCOL])
+        // tungstenite preallocates its read buffer per connection; keep it small.
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(16 * 1024)
+        .max_write_buffer_size(limits.session_queue_bytes.max(64 * 1024) * 2)
+        .max_frame_size(limits.max_frame_bytes)
+        .max_message_size(limits.max_frame_bytes)
+        .on_upgrade(move |socket| {
+            let tracker = state.tracker.clone();
+            tracker.track_future(session::run(state, socket, claims))
+        })
+}

@@ -1,0 +1,430 @@
+//! One WebSocket session: a single task that owns the socket and `select!`s over inbound
+//! frames, its outbox, the heartbeat, token expiry and shutdown. A session's error ends
+//! that session only.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures::SinkExt;
+use herald_common::auth::Claims;
+use herald_common::protocol::{ClientFrame, MessageFrame, ServerFrame, close};
+use herald_common::time::now_ms;
+use herald_common::topic::validate_topic;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::hub::{SessionShared, join_close_code};
+use crate::outbox::{Outbound, Outbox};
+use crate::server::GatewayState;
+
+/// Personal seqs remembered per session to keep "each id at most once" across a resume.
+const SENT_MEMORY: usize = 512;
+/// Close code for a client silent for two heartbeat intervals.
+pub const CLOSE_SILENT: u16 = 1001;
+
+/// How a session ends.
+enum End {
+    /// Send a close frame with this code and reason.
+    Close(u16, &'static str),
+    /// The peer left or the socket broke; nothing more to send.
+    Gone,
+}
+
+type Step = Result<(), End>;
+
+struct Session {
+    gw: Arc<GatewayState>,
+    shared: Arc<SessionShared>,
+    claims: Claims,
+    sent: BTreeSet<u64>,
+    topics: HashMap<Arc<str>, u64>,
+    last_seen: Instant,
+    batch: Vec<Outbound>,
+}
+
+/// Runs one upgraded connection to its end.
+pub(crate) async fn run(gw: Arc<GatewayState>, socket: WebSocket, claims: Claims) {
+    let id = gw.next_session_id();
+    let session_id = format!("{}-{id:x}", gw.instance);
+    let span = tracing::info_span!("session", session_id = %session_id, user_id = %claims.sub);
+    let shared = Arc::new(SessionShared {
+        id,
+        user: Arc::from(claims.sub.as_str()),
+        outbox: Outbox::new(gw.config.limits.session_queue_bytes),
+    });
+    let session = Session {
+        gw,
+        shared,
+        claims,
+        sent: BTreeSet::new(),
+        topics: HashMap::new(),
+        last_seen: Instant::now(),
+        batch: Vec::new(),
+    };
+    session.run(socket, session_id).instrument(span).await
+}
+
+fn text_of(frame: &ServerFrame) -> Message {
+    Message::Text(Utf8Bytes::from(frame.encode()))
+}
+
+fn is_too_big(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(t) = err.downcast_ref::<tungstenite::Error>() {
+            return matches!(t, tungstenite::Error::Capacity(_));
+        }
+        source = err.source();
+    }
+    false
+}
+
+impl Session {
+    async fn run(mut self, mut socket: WebSocket, session_id: String) {
+        metrics::counter!("herald_gateway_connects_total").increment(1);
+        if let Err(e) = self.gw.hub.register(&self.shared).await {
+            tracing::info!(error = %e, "session refused");
+            let code = join_close_code(&e);
+            let _ = close_socket(&mut socket, code, "too many sessions for this user").await;
+            metrics::counter!("herald_gateway_disconnects_total", "code" => code.to_string())
+                .increment(1);
+            return;
+        }
+        tracing::debug!("session open");
+        let welcome = ServerFrame::Welcome {
+            session_id,
+            user_id: self.claims.sub.clone(),
+            heartbeat_s: self.gw.config.heartbeat.as_secs(),
+        };
+        let end = match socket.send(text_of(&welcome)).await {
+            Ok(()) => self.serve(&mut socket).await,
+            Err(_) => End::Gone,
+        };
+        let code = match end {
+            End::Close(code, reason) => {
+                let _ = close_socket(&mut socket, code, reason).await;
+                code
+            }
+            End::Gone => 1006,
+        };
+        tracing::debug!(code, "session closed");
+        metrics::counter!("herald_gateway_disconnects_total", "code" => code.to_string())
+            .increment(1);
+        self.gw
+            .hub
+            .unregister(&self.shared, self.topics.keys().map(|t| t.as_ref()));
+    }
+
+    async fn serve(&mut self, socket: &mut WebSocket) -> End {
+        let beat = self.gw.config.heartbeat;
+        let mut heartbeat = tokio::time::interval_at(Instant::now() + beat, beat);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let exp_in = Duration::from_millis(
+            (i64::try_from(self.claims.exp)
+                .unwrap_or(i64::MAX / 1000)
+                .saturating_mul(1000)
+                - now_ms())
+            .max(0) as u64,
+        );
+        let expiry = tokio::time::sleep(exp_in);
+        tokio::pin!(expiry);
+        let shutdown = self.gw.shutdown.clone();
+        let mut drain_at: Option<Instant> = None;
+        loop {
+            let step = tokio::select! {
+                biased;
+                _ = shutdown.cancelled(), if drain_at.is_none() => {
+                    // Spread reconnects over the drain window instead of all at once.
+                    let window = self.gw.config.drain.as_millis() as u64;
+                    let delay = if window == 0 { 0 } else { rand::random_range(0..window) };
+                    drain_at = Some(Instant::now() + Duration::from_millis(delay));
+                    Ok(())
+                }
+                _ = tokio::time::sleep_until(drain_at.unwrap_or_else(Instant::now)), if drain_at.is_some() => {
+                    Err(End::Close(close::RESTARTING, "server restarting"))
+                }
+                _ = &mut expiry => Err(End::Close(close::UNAUTHORIZED, "token expired")),
+                _ = self.shared.outbox.ready() => self.flush_outbox(socket).await,
+                inbound = socket.recv() => self.on_inbound(socket, inbound).await,
+                _ = heartbeat.tick() => {
+                    if self.last_seen.elapsed() > beat * 2 {
+                        Err(End::Close(CLOSE_SILENT, "no heartbeat"))
+                    } else {
+                        socket.send(Message::Ping(bytes::Bytes::new())).await.map_err(|_| End::Gone)
+                    }
+                }
+            };
+            if let Err(end) = step {
+                return end;
+            }
+        }
+    }
+
+    async fn on_inbound(
+        &mut self,
+        socket: &mut WebSocket,
+        inbound: Option<Result<Message, axum::Error>>,
+    ) -> Step {
+        let msg = match inbound {
+            None => return Err(End::Gone),
+            Some(Err(e)) if is_too_big(&e) => {
+                metrics::counter!("herald_gateway_oversized_frames_total").increment(1);
+                return Err(End::Close(close::TOO_BIG, "frame too big"));
+            }
+            Some(Err(_)) => return Err(End::Gone),
+            Some(Ok(msg)) => msg,
+        };
+        self.last_seen = Instant::now();
+        match msg {
+            Message::Text(text) => self.on_frame(socket, &text).await,
+            Message::Binary(_) => {
+                send(
+                    socket,
+                    &ServerFrame::error(
+                        "unsupported_frame",
+                        "binary frames are not supported; send JSON text",
+                    ),
+                )
+                .await
+            }
+            Message::Ping(_) | Message::Pong(_) => Ok(()),
+            Message::Close(_) => Err(End::Gone),
+        }
+    }
+
+    async fn on_frame(&mut self, socket: &mut WebSocket, text: &str) -> Step {
+        let frame = match ClientFrame::decode(text) {
+            Ok(frame) => frame,
+            Err(e) => {
+                metrics::counter!("herald_gateway_bad_frames_total").increment(1);
+                return send(socket, &ServerFrame::error(e.code, e.message)).await;
+            }
+        };
+        match frame {
+            ClientFrame::Ack { id } => {
+                self.gw.hub.ack(&self.shared.user, &id).await;
+                Ok(())
+            }
+            ClientFrame::Read { id } => {
+                self.gw.publish_read(&self.shared.user, &id).await;
+                Ok(())
+            }
+            ClientFrame::Ping => send(socket, &ServerFrame::Pong).await,
+            ClientFrame::Resume { since } => self.resume(socket, since).await,
+            ClientFrame::Subscribe { topic, since } => self.subscribe(socket, topic, since).await,
+            ClientFrame::Unsubscribe { topic } => {
+                if let Some((topic, _)) = self.topics.remove_entry(topic.as_str()) {
+                    self.gw.hub.unsubscribe_topic(&topic, self.shared.id);
+                }
+                send(socket, &ServerFrame::Unsubscribed { topic }).await
+            }
+        }
+    }
+
+    fn mark_sent(&mut self, seq: u64) -> bool {
+        let fresh = self.sent.insert(seq);
+        if self.sent.len() > SENT_MEMORY {
+            self.sent.pop_first();
+        }
+        fresh
+    }
+
+    async fn resume(&mut self, socket: &mut WebSocket, since: u64) -> Step {
+        let page = match self
+            .gw
+            .history
+            .read_inbox(&self.shared.user, since, self.gw.config.inbox_limit)
+            .await
+        {
+            Ok(page) => page,
+            Err(e) => {
+                tracing::warn!(error = %e, "resume failed");
+                return send(
+                    socket,
+                    &ServerFrame::error("unavailable", "history is unavailable; retry the resume"),
+                )
+                .await;
+            }
+        };
+        let mut replayed = 0;
+        for (seq, content) in &page.entries {
+            if !self.mark_sent(*seq) {
+                continue;
+            }
+            let text = MessageFrame::new(content, None, *seq).encode();
+            socket
+                .feed(Message::Text(text.into()))
+                .await
+                .map_err(|_| End::Gone)?;
+            replayed += 1;
+        }
+        let resumed = ServerFrame::Resumed {
+            seq: page.head,
+            replayed,
+            complete: page.complete,
+        };
+        socket
+            .feed(text_of(&resumed))
+            .await
+            .map_err(|_| End::Gone)?;
+        socket.flush().await.map_err(|_| End::Gone)
+    }
+
+    async fn subscribe(
+        &mut self,
+        socket: &mut WebSocket,
+        topic: String,
+        since: Option<u64>,
+    ) -> Step {
+        if let Err(e) = validate_topic(&topic) {
+            return send(
+                socket,
+                &ServerFrame::error("invalid_topic", format!("'{topic}': {e}")),
+            )
+            .await;
+        }
+        if !self.claims.may_subscribe(&topic) {
+            tracing::info!(topic = %topic, "subscribe refused by token claims");
+            return Err(End::Close(
+                close::FORBIDDEN_TOPIC,
+                "topic not allowed by token",
+            ));
+        }
+        if let Some(last) = self.topics.get(topic.as_str()) {
+            let frame = ServerFrame::Subscribed {
+                topic,
+                seq: *last,
+                replayed: None,
+                complete: None,
+            };
+            return send(socket, &frame).await;
+        }
+        if self.topics.len() >= self.gw.config.max_topics_per_session {
+            return send(
+                socket,
+                &ServerFrame::error(
+                    "too_many_topics",
+                    format!(
+                        "a session may hold at most {} topics",
+                        self.gw.config.max_topics_per_session
+                    ),
+                ),
+            )
+            .await;
+        }
+        if let Err(e) = self.gw.hub.subscribe_topic(&topic, &self.shared).await {
+            tracing::warn!(topic = %topic, error = %e, "topic subscribe failed");
+            return send(
+                socket,
+                &ServerFrame::error("unavailable", "cannot subscribe right now; retry"),
+            )
+            .await;
+        }
+        let topic: Arc<str> = Arc::from(topic);
+        // Joined first, read second: anything published meanwhile is queued in the outbox
+        // and de-duplicated by seq when it drains.
+        let (since_q, limit) = match since {
+            Some(s) => (s, self.gw.config.topic_history_limit),
+            None => (u64::MAX, 0),
+        };
+        let page = match self.gw.history.read_topic(&topic, since_q, limit).await {
+            Ok(page) => page,
+            Err(e) => {
+                tracing::warn!(topic = %topic, error = %e, "topic history unavailable");
+                self.topics.insert(Arc::clone(&topic), 0);
+                let frame = ServerFrame::error(
+                    "history_unavailable",
+                    "subscribed, but history could not be read",
+                );
+                return send(socket, &frame).await;
+            }
+        };
+        let mut last = since.map_or(page.head, |s| s.min(page.head));
+        let mut replayed = 0;
+        for (seq, content) in &page.entries {
+            let text = MessageFrame::new(content, Some(&topic), *seq).encode();
+            socket
+                .feed(Message::Text(text.into()))
+                .await
+                .map_err(|_| End::Gone)?;
+            last = last.max(*seq);
+            replayed += 1;
+        }
+        self.topics.insert(Arc::clone(&topic), last);
+        let frame = ServerFrame::Subscribed {
+            topic: topic.to_string(),
+            seq: page.head.max(last),
+            replayed: since.map(|_| replayed),
+            complete: since.map(|_| page.complete),
+        };
+        socket.feed(text_of(&frame)).await.map_err(|_| End::Gone)?;
+        socket.flush().await.map_err(|_| End::Gone)
+    }
+
+    /// Writes everything queued, skipping what this session already sent, then flushes once.
+    async fn flush_outbox(&mut self, socket: &mut WebSocket) -> Step {
+        let close_code = self.shared.outbox.drain(&mut self.batch);
+        let mut written = 0u64;
+        let mut batch = std::mem::take(&mut self.batch);
+        for item in batch.drain(..) {
+            let text = match item {
+                Outbound::Personal { seq, text } => {
+                    if !self.mark_sent(seq) {
+                        continue;
+                    }
+                    text
+                }
+                Outbound::Topic { topic, seq, text } => match self.topics.get_mut(&*topic) {
+                    Some(last) if seq > *last => {
+                        *last = seq;
+                        text
+                    }
+                    _ => continue,
+                },
+            };
+            if socket.feed(Message::Text(text)).await.is_err() {
+                return Err(End::Gone);
+            }
+            written += 1;
+        }
+        self.batch = batch;
+        if written > 0 {
+            socket.flush().await.map_err(|_| End::Gone)?;
+            metrics::counter!("herald_gateway_frames_sent_total").increment(written);
+        }
+        match close_code {
+            Some(code) if code == close::SLOW_CONSUMER => Err(End::Close(code, "slow consumer")),
+            Some(code) => Err(End::Close(code, "closed by server")),
+            None => Ok(()),
+        }
+    }
+}
+
+async fn send(socket: &mut WebSocket, frame: &ServerFrame) -> Step {
+    socket.send(text_of(frame)).await.map_err(|_| End::Gone)
+}
+
+async fn close_socket(
+    socket: &mut WebSocket,
+    code: u16,
+    reason: &'static str,
+) -> Result<(), axum::Error> {
+    socket
+        .send(Message::Close(Some(CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        })))
+        .await?;
+    // Give the peer a moment to answer the close, without letting it hold us.
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while let Some(Ok(msg)) = socket.recv().await {
+            if matches!(msg, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+    Ok(())
+}
