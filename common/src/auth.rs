@@ -18,7 +18,9 @@ pub const LEEWAY_S: u64 = 5;
 /// What a client token says.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Claims {
+    #[serde(default)]
     pub sub: String,
+    #[serde(default)]
     pub exp: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topics: Option<Vec<String>>,
@@ -134,6 +136,9 @@ impl TokenVerifier {
                 _ => AuthError::Invalid("malformed token".into()),
             })?;
         let claims = data.claims;
+        if claims.sub.is_empty() {
+            return Err(AuthError::Invalid("missing 'sub' claim".into()));
+        }
         validate_user_id(&claims.sub).map_err(|e| AuthError::Invalid(format!("sub: {e}")))?;
         for p in claims.topics.as_deref().unwrap_or_default() {
             validate_pattern(p).map_err(|e| AuthError::Invalid(format!("topics '{p}': {e}")))?;

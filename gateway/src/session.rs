@@ -391,7 +391,15 @@ impl Session {
         }
         self.batch = batch;
         if written > 0 {
-            socket.flush().await.map_err(|_| End::Gone)?;
+            // A peer that stops reading must not pin this task forever.
+            match tokio::time::timeout(self.gw.config.heartbeat * 2, socket.flush()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(End::Gone),
+                Err(_) => {
+                    metrics::counter!("herald_gateway_slow_consumers_total").increment(1);
+                    return Err(End::Gone);
+                }
+            }
             metrics::counter!("herald_gateway_frames_sent_total").increment(written);
         }
         match close_code {

@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+#[allow(unused_imports)]
 pub use mail::Smtp;
+#[allow(unused_imports)]
 pub use ws::{Client, Frame};
 
 /// The workspace root.

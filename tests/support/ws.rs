@@ -80,11 +80,9 @@ impl Client {
         }
     }
 
+    /// The next frame, or `None` if nothing came within `timeout`.
     pub async fn next(&mut self, timeout: Duration) -> Option<Frame> {
-        match tokio::time::timeout(timeout, next_frame(&mut self.ws, timeout)).await {
-            Ok(f) => Some(f),
-            Err(_) => None,
-        }
+        try_next_frame(&mut self.ws, timeout).await
     }
 
     /// The next JSON frame within 10 s (panics otherwise).
@@ -171,22 +169,36 @@ impl Client {
 
 /// Reads the next data or close frame (answering nothing itself: tungstenite queues pongs
 /// for pings and sends them on the next write or read).
-pub async fn next_frame(ws: &mut Ws, timeout: Duration) -> Frame {
+pub async fn next_frame<S>(ws: &mut WebSocketStream<S>, timeout: Duration) -> Frame
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    match try_next_frame(ws, timeout).await {
+        Some(f) => f,
+        None => panic!("no frame within {timeout:?}"),
+    }
+}
+
+/// Like [`next_frame`], but `None` when nothing arrives in time.
+pub async fn try_next_frame<S>(ws: &mut WebSocketStream<S>, timeout: Duration) -> Option<Frame>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         let Ok(msg) = tokio::time::timeout(left, ws.next()).await else {
-            panic!("no frame within {timeout:?}");
+            return None;
         };
         match msg {
             Some(Ok(Message::Text(t))) => {
-                return Frame::Json(serde_json::from_str(&t).expect("server frames are JSON"));
+                return Some(Frame::Json(serde_json::from_str(&t).expect("server frames are JSON")));
             }
             Some(Ok(Message::Close(c))) => {
-                return Frame::Close(c.map(|c| u16::from(c.code)).unwrap_or(1005));
+                return Some(Frame::Close(c.map(|c| u16::from(c.code)).unwrap_or(1005)));
             }
             Some(Ok(_)) => continue,
-            Some(Err(_)) | None => return Frame::Ended,
+            Some(Err(_)) | None => return Some(Frame::Ended),
         }
     }
 }
