@@ -53,6 +53,7 @@ pub async fn run(
             inbox_limit: config.inbox_limit,
             topic_limit: config.topic_history_limit,
             sync_full: true,
+            busy_timeout: config.sqlite_busy,
         },
     )?;
     let store = Arc::new(store);

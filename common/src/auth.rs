@@ -205,12 +205,27 @@ impl ApiKeys {
     }
 
     pub fn accepts(&self, presented: &str) -> bool {
+        self.position(presented).is_some()
+    }
+
+    /// Which configured key `presented` is, looking at every key whatever the answer.
+    pub fn position(&self, presented: &str) -> Option<usize> {
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        let mut ok = subtle::Choice::from(0);
-        for d in &self.digests {
-            ok |= d.ct_eq(&digest);
+        let mut found = None;
+        for (i, d) in self.digests.iter().enumerate() {
+            if bool::from(d.ct_eq(&digest)) {
+                found = Some(i);
+            }
         }
-        ok.into()
+        found
+    }
+
+    pub fn len(&self) -> usize {
+        self.digests.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.digests.is_empty()
     }
 }
 

@@ -47,6 +47,8 @@ pub const ENV_SMTP_TIMEOUT_MS: &str = "HERALD_SMTP_TIMEOUT_MS";
 pub const ENV_SMS_TIMEOUT_MS: &str = "HERALD_SMS_TIMEOUT_MS";
 pub const ENV_DRAIN_S: &str = "HERALD_DRAIN_S";
 pub const ENV_LOG_FORMAT: &str = "HERALD_LOG_FORMAT";
+pub const ENV_API_RATE_LIMIT: &str = "HERALD_API_RATE_LIMIT";
+pub const ENV_SQLITE_BUSY_MS: &str = "HERALD_SQLITE_BUSY_MS";
 
 /// Every setting: env name, default (None = unset).
 const SETTINGS: &[(&str, Option<&str>)] = &[
@@ -84,6 +86,8 @@ const SETTINGS: &[(&str, Option<&str>)] = &[
     (ENV_SMS_TIMEOUT_MS, Some("10000")),
     (ENV_DRAIN_S, Some("10")),
     (ENV_LOG_FORMAT, Some("text")),
+    (ENV_API_RATE_LIMIT, Some("0")),
+    (ENV_SQLITE_BUSY_MS, Some("5000")),
 ];
 
 /// A bad configuration, said in one line.
@@ -195,6 +199,10 @@ pub struct Config {
     pub lane_concurrency: usize,
     pub drain: Duration,
     pub log_format: LogFormat,
+    /// API requests per second per key (burst: twice that); 0 = unlimited.
+    pub api_rate_limit: u32,
+    /// How long a SQLite write waits for a lock held by another process.
+    pub sqlite_busy: Duration,
 }
 
 /// Raw settings gathered from the layers, keyed by env name.
@@ -415,6 +423,8 @@ impl Config {
             lane_concurrency: raw.positive(ENV_LANE_CONCURRENCY)? as usize,
             drain: Duration::from_secs(raw.parse(ENV_DRAIN_S, "a number of seconds")?),
             log_format,
+            api_rate_limit: raw.parse(ENV_API_RATE_LIMIT, "a number of requests per second")?,
+            sqlite_busy: ms(ENV_SQLITE_BUSY_MS)?,
         })
     }
 

@@ -29,6 +29,7 @@ use serde_json::value::RawValue;
 use crate::error::ApiError;
 use crate::ordering::OrderLocks;
 use crate::pipeline::Pipeline;
+use crate::ratelimit::RateLimiter;
 
 /// Answers "how many live sessions does this user have", across the deployment.
 #[async_trait]
@@ -43,6 +44,7 @@ pub struct ApiState {
     pub bus: Arc<dyn Bus>,
     pub subjects: Subjects,
     pub api_keys: ApiKeys,
+    pub limiter: Option<RateLimiter>,
     pub presence: Arc<dyn PresenceSource>,
     pub topic_order: OrderLocks,
 }
@@ -72,9 +74,17 @@ async fn require_api_key(State(state): St, request: Request, next: Next) -> Resp
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    match presented {
-        Some(key) if state.api_keys.accepts(key.trim()) => next.run(request).await,
-        Some(_) => ApiError::new(ErrorCode::Unauthorized, "API key not accepted").into_response(),
+    match presented.map(|k| state.api_keys.position(k.trim())) {
+        Some(Some(key)) => {
+            if let Some(Err(wait)) = state.limiter.as_ref().map(|l| l.check(key)) {
+                metrics::counter!("herald_api_rate_limited_total").increment(1);
+                let mut e = ApiError::new(ErrorCode::RateLimited, "too many requests for this API key; slow down");
+                e.retry_after_s = Some(wait.as_secs_f64().ceil().max(1.0) as u64);
+                return e.into_response();
+            }
+            next.run(request).await
+        }
+        Some(None) => ApiError::new(ErrorCode::Unauthorized, "API key not accepted").into_response(),
         None => ApiError::new(
             ErrorCode::Unauthorized,
             "missing API key: send Authorization: Bearer <key>",

@@ -7,6 +7,7 @@ pub mod channels;
 pub mod error;
 pub mod ordering;
 pub mod pipeline;
+pub mod ratelimit;
 pub mod scheduler;
 
 use std::sync::Arc;
@@ -115,6 +116,7 @@ impl Dispatcher {
             history: engine.history,
             bus: Arc::clone(&engine.bus),
             subjects: subjects.clone(),
+            limiter: ratelimit::RateLimiter::new(config.api_rate_limit, keys.len()),
             api_keys: ApiKeys::new(&keys),
             presence: engine.presence,
             topic_order: ordering::OrderLocks::new(256),

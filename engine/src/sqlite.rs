@@ -41,6 +41,8 @@ pub struct SqliteOptions {
     pub topic_limit: u64,
     /// `true`: fsync every commit (survives power loss); `false`: survives process crashes.
     pub sync_full: bool,
+    /// How long a write waits for a lock another process holds before failing.
+    pub busy_timeout: std::time::Duration,
 }
 
 impl Default for SqliteOptions {
@@ -49,6 +51,7 @@ impl Default for SqliteOptions {
             inbox_limit: 1000,
             topic_limit: 1000,
             sync_full: true,
+            busy_timeout: std::time::Duration::from_secs(5),
         }
     }
 }
@@ -173,19 +176,19 @@ impl StreamKind {
     }
 }
 
-fn open_connection(path: &Path, sync_full: bool) -> rusqlite::Result<Connection> {
+fn open_connection(path: &Path, options: &SqliteOptions) -> rusqlite::Result<Connection> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.busy_timeout(options.busy_timeout)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(
         None,
         "synchronous",
-        if sync_full { "FULL" } else { "NORMAL" },
+        if options.sync_full { "FULL" } else { "NORMAL" },
     )?;
     conn.pragma_update(None, "foreign_keys", "OFF")?;
     conn.set_prepared_statement_cache_capacity(64);
@@ -199,7 +202,7 @@ impl SqliteStore {
             StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
         })?;
         let path = dir.join("herald.db");
-        let conn = open_connection(&path, options.sync_full)
+        let conn = open_connection(&path, &options)
             .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
         conn.execute_batch(SCHEMA).map_err(backend)?;
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
@@ -248,12 +251,12 @@ impl SqliteStore {
     ) -> StoreResult<T> {
         let readers = Arc::clone(&self.readers);
         let path = Arc::clone(&self.path);
-        let sync_full = self.options.sync_full;
+        let options = self.options.clone();
         tokio::task::spawn_blocking(move || {
             let pooled = readers.lock().ok().and_then(|mut pool| pool.pop());
             let conn = match pooled {
                 Some(c) => c,
-                None => open_connection(&path, sync_full).map_err(backend)?,
+                None => open_connection(&path, &options).map_err(backend)?,
             };
             let result = f(&conn).map_err(unwrap_store_error);
             if let Ok(mut pool) = readers.lock()

@@ -13,6 +13,7 @@ fn sqlite(dir: &tempfile::TempDir, limit: u64) -> SqliteStore {
             inbox_limit: limit,
             topic_limit: limit,
             sync_full: false,
+            ..Default::default()
         },
     )
     .expect("open sqlite")
