@@ -18,11 +18,25 @@ fn assert_error(a: &support::Answer, status: u16, code: &str) {
     assert_eq!(a.body["error"]["code"], code, "{a:?}");
     let message = a.body["error"]["message"].as_str().unwrap_or("");
     assert!(!message.is_empty(), "an error says what went wrong: {a:?}");
-    assert_eq!(a.body.as_object().map(|o| o.len()), Some(1), "only 'error' at the top: {a:?}");
+    assert_eq!(
+        a.body.as_object().map(|o| o.len()),
+        Some(1),
+        "only 'error' at the top: {a:?}"
+    );
 }
 
-async fn raw(api: &Api, method: Method, path: &str, content_type: Option<&str>, body: Vec<u8>) -> support::Answer {
-    let mut rb = api.http.request(method, api.url(path)).bearer_auth(support::API_KEY).body(body);
+async fn raw(
+    api: &Api,
+    method: Method,
+    path: &str,
+    content_type: Option<&str>,
+    body: Vec<u8>,
+) -> support::Answer {
+    let mut rb = api
+        .http
+        .request(method, api.url(path))
+        .bearer_auth(support::API_KEY)
+        .body(body);
     if let Some(ct) = content_type {
         rb = rb.header("content-type", ct);
     }
@@ -36,47 +50,178 @@ async fn every_error_is_json_with_its_status() {
     let json_ct = Some("application/json");
 
     // 400: malformed JSON, missing fields, bad values, deep nesting, invalid UTF-8.
-    assert_error(&raw(&api, Method::POST, "/v1/messages", json_ct, b"{\"to\":".to_vec()).await, 400, "invalid_request");
-    assert_error(&api.post("/v1/messages", json!({"title": "no recipients"})).await, 400, "invalid_request");
-    assert_error(&api.post("/v1/messages", json!({"to": ["a"]})).await, 400, "invalid_request");
-    assert_error(&api.post("/v1/messages", json!({"to": ["a"], "title": "x", "channels": ["fax"]})).await, 400, "invalid_request");
-    assert_error(&api.post("/v1/messages", json!({"to": ["a"], "title": "x", "priority": "urgent"})).await, 400, "invalid_request");
-    assert_error(&api.post("/v1/messages", json!({"to": ["has space"], "title": "x"})).await, 400, "invalid_request");
-    let deep = format!("{{\"to\":[\"a\"],\"title\":\"x\",\"data\":{}{}}}", "[".repeat(5000), "]".repeat(5000));
-    assert_error(&raw(&api, Method::POST, "/v1/messages", json_ct, deep.into_bytes()).await, 400, "invalid_request");
+    assert_error(
+        &raw(
+            &api,
+            Method::POST,
+            "/v1/messages",
+            json_ct,
+            b"{\"to\":".to_vec(),
+        )
+        .await,
+        400,
+        "invalid_request",
+    );
+    assert_error(
+        &api.post("/v1/messages", json!({"title": "no recipients"}))
+            .await,
+        400,
+        "invalid_request",
+    );
+    assert_error(
+        &api.post("/v1/messages", json!({"to": ["a"]})).await,
+        400,
+        "invalid_request",
+    );
+    assert_error(
+        &api.post(
+            "/v1/messages",
+            json!({"to": ["a"], "title": "x", "channels": ["fax"]}),
+        )
+        .await,
+        400,
+        "invalid_request",
+    );
+    assert_error(
+        &api.post(
+            "/v1/messages",
+            json!({"to": ["a"], "title": "x", "priority": "urgent"}),
+        )
+        .await,
+        400,
+        "invalid_request",
+    );
+    assert_error(
+        &api.post("/v1/messages", json!({"to": ["has space"], "title": "x"}))
+            .await,
+        400,
+        "invalid_request",
+    );
+    let deep = format!(
+        "{{\"to\":[\"a\"],\"title\":\"x\",\"data\":{}{}}}",
+        "[".repeat(5000),
+        "]".repeat(5000)
+    );
+    assert_error(
+        &raw(
+            &api,
+            Method::POST,
+            "/v1/messages",
+            json_ct,
+            deep.into_bytes(),
+        )
+        .await,
+        400,
+        "invalid_request",
+    );
     let mut bad_utf8 = b"{\"to\":[\"a\"],\"title\":\"".to_vec();
     bad_utf8.extend_from_slice(&[0xff, 0xfe]);
     bad_utf8.extend_from_slice(b"\"}");
-    assert_error(&raw(&api, Method::POST, "/v1/messages", json_ct, bad_utf8).await, 400, "invalid_request");
+    assert_error(
+        &raw(&api, Method::POST, "/v1/messages", json_ct, bad_utf8).await,
+        400,
+        "invalid_request",
+    );
 
     // 401: no key, wrong key.
-    let no_key = Api::answer(api.http.post(api.url("/v1/messages")).json(&json!({"to": ["a"], "title": "x"}))).await;
+    let no_key = Api::answer(
+        api.http
+            .post(api.url("/v1/messages"))
+            .json(&json!({"to": ["a"], "title": "x"})),
+    )
+    .await;
     assert_error(&no_key, 401, "unauthorized");
     let wrong = Api::new(&h.base(), "not-the-key");
-    assert_error(&wrong.post("/v1/messages", json!({"to": ["a"], "title": "x"})).await, 401, "unauthorized");
+    assert_error(
+        &wrong
+            .post("/v1/messages", json!({"to": ["a"], "title": "x"}))
+            .await,
+        401,
+        "unauthorized",
+    );
     assert_error(&wrong.get("/v1/users/a").await, 401, "unauthorized");
 
     // 404: unknown message, unknown user, unknown route.
-    assert_error(&api.get("/v1/messages/01JUNKNOWN0000000000000000").await, 404, "not_found");
+    assert_error(
+        &api.get("/v1/messages/01JUNKNOWN0000000000000000").await,
+        404,
+        "not_found",
+    );
     assert_error(&api.get("/v1/users/nobody").await, 404, "not_found");
     assert_error(&api.get("/v1/nothing-here").await, 404, "not_found");
 
     // 405, 413, 415.
-    assert_error(&api.request(Method::DELETE, "/v1/messages", None).await, 405, "method_not_allowed");
+    assert_error(
+        &api.request(Method::DELETE, "/v1/messages", None).await,
+        405,
+        "method_not_allowed",
+    );
     let big = json!({"to": ["a"], "title": "x".repeat(300 * 1024)});
     assert_error(&api.post("/v1/messages", big).await, 413, "too_large");
-    assert_error(&raw(&api, Method::POST, "/v1/messages", Some("text/plain"), b"{}".to_vec()).await, 415, "unsupported_media_type");
-    assert_error(&raw(&api, Method::POST, "/v1/messages", None, b"{}".to_vec()).await, 415, "unsupported_media_type");
+    assert_error(
+        &raw(
+            &api,
+            Method::POST,
+            "/v1/messages",
+            Some("text/plain"),
+            b"{}".to_vec(),
+        )
+        .await,
+        415,
+        "unsupported_media_type",
+    );
+    assert_error(
+        &raw(&api, Method::POST, "/v1/messages", None, b"{}".to_vec()).await,
+        415,
+        "unsupported_media_type",
+    );
 
     // Bad path parameters.
-    assert_error(&api.request(Method::PUT, "/v1/users/a%20b", Some(json!({}))).await, 400, "invalid_request");
-    assert_error(&api.post("/v1/topics/bad..topic/messages", json!({"title": "x"})).await, 400, "invalid_request");
-    assert_error(&api.post("/v1/topics/news/messages", json!({})).await, 400, "invalid_request");
-    assert_error(&api.request(Method::PUT, "/v1/users/zed", Some(json!({"email": "not-an-address"}))).await, 400, "invalid_request");
-    assert_error(&api.request(Method::PUT, "/v1/users/zed", Some(json!({"preferences": {"fax": true}}))).await, 400, "invalid_request");
+    assert_error(
+        &api.request(Method::PUT, "/v1/users/a%20b", Some(json!({})))
+            .await,
+        400,
+        "invalid_request",
+    );
+    assert_error(
+        &api.post("/v1/topics/bad..topic/messages", json!({"title": "x"}))
+            .await,
+        400,
+        "invalid_request",
+    );
+    assert_error(
+        &api.post("/v1/topics/news/messages", json!({})).await,
+        400,
+        "invalid_request",
+    );
+    assert_error(
+        &api.request(
+            Method::PUT,
+            "/v1/users/zed",
+            Some(json!({"email": "not-an-address"})),
+        )
+        .await,
+        400,
+        "invalid_request",
+    );
+    assert_error(
+        &api.request(
+            Method::PUT,
+            "/v1/users/zed",
+            Some(json!({"preferences": {"fax": true}})),
+        )
+        .await,
+        400,
+        "invalid_request",
+    );
 
     // The server is still serving everyone.
-    assert_eq!(api.post("/v1/messages", json!({"to": ["a"], "title": "still here"})).await.status, 202);
+    assert_eq!(
+        api.post("/v1/messages", json!({"to": ["a"], "title": "still here"}))
+            .await
+            .status,
+        202
+    );
 }
 
 #[tokio::test]
@@ -88,15 +233,31 @@ async fn idempotency_keys_send_once_and_refuse_a_changed_body() {
     let send = |b: Value, key: &'static str| {
         let api = api.clone();
         async move {
-            Api::answer(api.http.post(api.url("/v1/messages")).bearer_auth(support::API_KEY).header("Idempotency-Key", key).json(&b)).await
+            Api::answer(
+                api.http
+                    .post(api.url("/v1/messages"))
+                    .bearer_auth(support::API_KEY)
+                    .header("Idempotency-Key", key)
+                    .json(&b),
+            )
+            .await
         }
     };
     let first = send(body.clone(), "order-42-shipped").await;
     assert_eq!(first.status, 202, "{first:?}");
     let again = send(body.clone(), "order-42-shipped").await;
     assert_eq!(again.status, 202);
-    assert_eq!(again.body, first.body, "a repeat returns the original response");
-    assert_eq!(again.headers.get("idempotent-replayed").and_then(|v| v.to_str().ok()), Some("true"));
+    assert_eq!(
+        again.body, first.body,
+        "a repeat returns the original response"
+    );
+    assert_eq!(
+        again
+            .headers
+            .get("idempotent-replayed")
+            .and_then(|v| v.to_str().ok()),
+        Some("true")
+    );
     // The key in the body is the same key.
     let mut with_field = body.clone();
     with_field["idempotency_key"] = json!("order-42-shipped");
@@ -105,10 +266,18 @@ async fn idempotency_keys_send_once_and_refuse_a_changed_body() {
 
     let mut changed = body.clone();
     changed["title"] = json!("Another receipt");
-    assert_error(&send(changed, "order-42-shipped").await, 422, "idempotency_conflict");
+    assert_error(
+        &send(changed, "order-42-shipped").await,
+        422,
+        "idempotency_conflict",
+    );
     let mut mismatch = body.clone();
     mismatch["idempotency_key"] = json!("other");
-    assert_error(&send(mismatch, "order-42-shipped").await, 400, "invalid_request");
+    assert_error(
+        &send(mismatch, "order-42-shipped").await,
+        400,
+        "invalid_request",
+    );
 
     let id = first.body["id"].as_str().unwrap();
     assert_eq!(api.wait_final(id, WAIT).await["status"], "delivered");
@@ -118,7 +287,11 @@ async fn idempotency_keys_send_once_and_refuse_a_changed_body() {
     api.wait_final(&other, WAIT).await;
     let mails = smtp.wait_mails(2, WAIT).await;
     let subjects: Vec<&str> = mails.iter().filter_map(|m| m.header("Subject")).collect();
-    assert_eq!(subjects.iter().filter(|s| **s == "Receipt").count(), 1, "{subjects:?}");
+    assert_eq!(
+        subjects.iter().filter(|s| **s == "Receipt").count(),
+        1,
+        "{subjects:?}"
+    );
     assert_eq!(mails.len(), 2, "{subjects:?}");
 }
 
@@ -128,13 +301,21 @@ async fn users_can_be_stored_read_and_deleted() {
     let api = h.api();
     let profile = json!({"email": "ann@example.com", "phone": "+15550001111", "locale": "fr-FR",
                          "timezone": "Europe/Paris", "preferences": {"email": true, "sms": false}});
-    let put = api.request(Method::PUT, "/v1/users/ann.smith@corp", Some(profile.clone())).await;
+    let put = api
+        .request(
+            Method::PUT,
+            "/v1/users/ann.smith@corp",
+            Some(profile.clone()),
+        )
+        .await;
     assert_eq!(put.status, 200);
     let mut expected = profile.clone();
     expected["id"] = json!("ann.smith@corp");
     assert_eq!(put.body, expected);
     assert_eq!(api.get("/v1/users/ann.smith@corp").await.body, expected);
-    let del = api.request(Method::DELETE, "/v1/users/ann.smith@corp", None).await;
+    let del = api
+        .request(Method::DELETE, "/v1/users/ann.smith@corp", None)
+        .await;
     assert_eq!(del.status, 204);
     assert_eq!(api.get("/v1/users/ann.smith@corp").await.status, 404);
 }
@@ -148,19 +329,33 @@ async fn rate_limited_keys_get_429_with_retry_after() {
         let a = api.get("/v1/users/ann/presence").await;
         if a.status == 429 {
             assert_error(&a, 429, "rate_limited");
-            let retry: u64 = a.headers.get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).expect("Retry-After");
+            let retry: u64 = a
+                .headers
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+                .expect("Retry-After");
             assert!(retry >= 1);
         }
         statuses.push(a.status);
     }
-    assert!(statuses.iter().filter(|s| **s == 200).count() >= 10, "the burst passes: {statuses:?}");
+    assert!(
+        statuses.iter().filter(|s| **s == 200).count() >= 10,
+        "the burst passes: {statuses:?}"
+    );
     assert!(statuses.contains(&429), "{statuses:?}");
-    assert_eq!(h.api().get("/healthz").await.status, 200, "operations endpoints are not limited");
+    assert_eq!(
+        h.api().get("/healthz").await.status,
+        200,
+        "operations endpoints are not limited"
+    );
 }
 
 #[tokio::test]
 async fn a_locked_store_answers_503_and_loses_nothing() {
-    let h = Herald::builder().env("HERALD_SQLITE_BUSY_MS", "300").start();
+    let h = Herald::builder()
+        .env("HERALD_SQLITE_BUSY_MS", "300")
+        .start();
     let api = h.api();
     // Another process (a backup tool, say) holds the database's write lock.
     let db = h.data_dir.join("herald.db");
@@ -173,17 +368,28 @@ async fn a_locked_store_answers_503_and_loses_nothing() {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(locker.stdout.take().unwrap()), &mut line).unwrap();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(locker.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
     assert_eq!(line.trim(), "locked");
 
-    let a = api.post("/v1/messages", json!({"to": ["ann"], "title": "during the lock"})).await;
+    let a = api
+        .post(
+            "/v1/messages",
+            json!({"to": ["ann"], "title": "during the lock"}),
+        )
+        .await;
     assert_error(&a, 503, "unavailable");
     assert!(a.headers.get("retry-after").is_some());
 
     let _ = locker.stdin.take().map(|mut s| s.write_all(b""));
     let _ = locker.kill();
     let _ = locker.wait();
-    let id = api.send(json!({"to": ["ann"], "title": "after the lock"})).await;
+    let id = api
+        .send(json!({"to": ["ann"], "title": "after the lock"}))
+        .await;
     assert_ne!(api.wait_final(&id, WAIT).await["status"], "pending");
 }
 
@@ -195,9 +401,19 @@ async fn operations_endpoints() {
     assert_eq!(plain("/healthz").await.status, 200);
     assert_eq!(plain("/readyz").await.status, 200);
     let _c = h.connect("mo").await;
-    let id = api.send(json!({"to": ["nobody"], "title": "x", "channels": ["in_app"]})).await;
+    let id = api
+        .send(json!({"to": ["nobody"], "title": "x", "channels": ["in_app"]}))
+        .await;
     api.wait_final(&id, WAIT).await;
-    let text = api.http.get(api.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let text = api
+        .http
+        .get(api.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     for needle in [
         "herald_messages_accepted_total{priority=\"normal\"} 1",
         "herald_attempts_total{channel=\"in_app\",outcome=\"offline\"} 1",

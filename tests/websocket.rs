@@ -32,13 +32,31 @@ async fn bad_tokens_are_refused_with_401_before_upgrade() {
     let cases = [
         (url.clone(), "missing"),
         (format!("{url}?token=garbage"), "invalid"),
-        (format!("{url}?token={}", hs256(json!({"sub": "a", "exp": now() - 60}))), "expired"),
-        (format!("{url}?token={}", hs256(json!({"exp": now() + 60}))), "sub"),
+        (
+            format!(
+                "{url}?token={}",
+                hs256(json!({"sub": "a", "exp": now() - 60}))
+            ),
+            "expired",
+        ),
+        (
+            format!("{url}?token={}", hs256(json!({"exp": now() + 60}))),
+            "sub",
+        ),
         (format!("{url}?token={}", hs256(json!({"sub": "a"}))), "exp"),
-        (format!("{url}?token={}", hs256(json!({"sub": "a", "exp": now() + 600, "nbf": now() + 300}))), "not yet"),
+        (
+            format!(
+                "{url}?token={}",
+                hs256(json!({"sub": "a", "exp": now() + 600, "nbf": now() + 300}))
+            ),
+            "not yet",
+        ),
     ];
     for (u, why) in cases {
-        let refused = Client::open(&u, None).await.err().unwrap_or_else(|| panic!("{why}: upgraded"));
+        let refused = Client::open(&u, None)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{why}: upgraded"));
         assert_eq!(refused.status, 401, "{why}");
         assert_eq!(refused.body["error"]["code"], "unauthorized", "{why}");
         let msg = refused.body["error"]["message"].as_str().unwrap_or("");
@@ -46,9 +64,14 @@ async fn bad_tokens_are_refused_with_401_before_upgrade() {
     }
     // A good token works in the Authorization header too.
     let token = h.token("ann", &[], Duration::from_secs(60));
-    let mut ws = Client::open(&url, Some(&token)).await.expect("bearer header accepted");
+    let mut ws = Client::open(&url, Some(&token))
+        .await
+        .expect("bearer header accepted");
     match support::ws::next_frame(&mut ws, WAIT).await {
-        Frame::Json(v) => assert_eq!((v["type"].as_str(), v["user_id"].as_str()), (Some("welcome"), Some("ann"))),
+        Frame::Json(v) => assert_eq!(
+            (v["type"].as_str(), v["user_id"].as_str()),
+            (Some("welcome"), Some("ann"))
+        ),
         other => panic!("{other:?}"),
     }
 }
@@ -57,11 +80,17 @@ async fn send_in_app(h: &Herald, user: &str, n: usize) -> Vec<String> {
     let api = h.api();
     let mut ids = Vec::new();
     for i in 0..n {
-        ids.push(api.send(json!({"to": [user], "title": format!("m{i}"), "channels": ["in_app"]})).await);
+        ids.push(
+            api.send(json!({"to": [user], "title": format!("m{i}"), "channels": ["in_app"]}))
+                .await,
+        );
     }
     for id in &ids {
         let m = api.wait_final(id, WAIT).await;
-        assert_eq!(m["recipients"][0]["status"], "failed", "offline with in_app only");
+        assert_eq!(
+            m["recipients"][0]["status"], "failed",
+            "offline with in_app only"
+        );
     }
     ids
 }
@@ -80,18 +109,27 @@ async fn resume_replays_missed_messages_in_order() {
         assert_eq!(m["seq"], i as u64 + 1);
         assert_eq!(m["title"], format!("m{i}"));
     }
-    assert_eq!(c.json().await, json!({"type": "resumed", "seq": 5, "replayed": 5, "complete": true}));
+    assert_eq!(
+        c.json().await,
+        json!({"type": "resumed", "seq": 5, "replayed": 5, "complete": true})
+    );
 
     // The same session never sees an id twice, even when asked again.
     c.send(json!({"type": "resume", "since": 0})).await;
-    assert_eq!(c.json().await, json!({"type": "resumed", "seq": 5, "replayed": 0, "complete": true}));
+    assert_eq!(
+        c.json().await,
+        json!({"type": "resumed", "seq": 5, "replayed": 0, "complete": true})
+    );
 
     // Another session resumes from where it left off.
     let mut d = h.connect("kim").await;
     d.send(json!({"type": "resume", "since": 3})).await;
     assert_eq!(d.json().await["seq"], 4);
     assert_eq!(d.json().await["seq"], 5);
-    assert_eq!(d.json().await, json!({"type": "resumed", "seq": 5, "replayed": 2, "complete": true}));
+    assert_eq!(
+        d.json().await,
+        json!({"type": "resumed", "seq": 5, "replayed": 2, "complete": true})
+    );
 }
 
 #[tokio::test]
@@ -100,9 +138,16 @@ async fn resume_says_incomplete_when_history_was_trimmed() {
     send_in_app(&h, "lee", 5).await;
     let mut c = h.connect("lee").await;
     c.send(json!({"type": "resume", "since": 1})).await;
-    let seqs: Vec<u64> = vec![c.json().await["seq"].as_u64().unwrap(), c.json().await["seq"].as_u64().unwrap(), c.json().await["seq"].as_u64().unwrap()];
+    let seqs: Vec<u64> = vec![
+        c.json().await["seq"].as_u64().unwrap(),
+        c.json().await["seq"].as_u64().unwrap(),
+        c.json().await["seq"].as_u64().unwrap(),
+    ];
     assert_eq!(seqs, vec![3, 4, 5]);
-    assert_eq!(c.json().await, json!({"type": "resumed", "seq": 5, "replayed": 3, "complete": false}));
+    assert_eq!(
+        c.json().await,
+        json!({"type": "resumed", "seq": 5, "replayed": 3, "complete": false})
+    );
 }
 
 #[tokio::test]
@@ -122,7 +167,10 @@ async fn live_messages_arrive_in_seq_order_and_resume_skips_them() {
     }
     assert_eq!(seqs, (1..=20).collect::<Vec<u64>>());
     c.send(json!({"type": "resume", "since": 0})).await;
-    assert_eq!(c.json().await, json!({"type": "resumed", "seq": 20, "replayed": 0, "complete": true}));
+    assert_eq!(
+        c.json().await,
+        json!({"type": "resumed", "seq": 20, "replayed": 0, "complete": true})
+    );
     for id in &ids {
         assert_eq!(api.wait_final(id, WAIT).await["status"], "delivered");
     }
@@ -136,32 +184,61 @@ async fn topics_respect_token_claims_and_replay_history() {
     let mut c = Client::connect(&h.ws_url(), &token).await.unwrap();
 
     c.send(json!({"type": "subscribe", "topic": "news"})).await;
-    assert_eq!(c.json().await, json!({"type": "subscribed", "topic": "news", "seq": 0}));
-    let a = api.post("/v1/topics/news/messages", json!({"title": "Breaking", "body": "b", "data": {"k": 1}})).await;
+    assert_eq!(
+        c.json().await,
+        json!({"type": "subscribed", "topic": "news", "seq": 0})
+    );
+    let a = api
+        .post(
+            "/v1/topics/news/messages",
+            json!({"title": "Breaking", "body": "b", "data": {"k": 1}}),
+        )
+        .await;
     assert_eq!(a.status, 202, "{a:?}");
     assert_eq!(a.body["seq"], 1);
     let m = c.json().await;
-    assert_eq!((m["type"].as_str(), m["topic"].as_str(), m["seq"].as_u64()), (Some("message"), Some("news"), Some(1)));
+    assert_eq!(
+        (m["type"].as_str(), m["topic"].as_str(), m["seq"].as_u64()),
+        (Some("message"), Some("news"), Some(1))
+    );
     assert_eq!(m["id"], a.body["id"]);
     assert_eq!(m["data"], json!({"k": 1}));
 
     // Publish while this session is not subscribed, then recover with `since`.
     for i in 0..3 {
-        api.post("/v1/topics/team.42/messages", json!({"title": format!("t{i}")})).await;
+        api.post(
+            "/v1/topics/team.42/messages",
+            json!({"title": format!("t{i}")}),
+        )
+        .await;
     }
-    c.send(json!({"type": "subscribe", "topic": "team.42", "since": 1})).await;
+    c.send(json!({"type": "subscribe", "topic": "team.42", "since": 1}))
+        .await;
     assert_eq!(c.json().await["seq"], 2);
     assert_eq!(c.json().await["seq"], 3);
-    assert_eq!(c.json().await, json!({"type": "subscribed", "topic": "team.42", "seq": 3, "replayed": 2, "complete": true}));
+    assert_eq!(
+        c.json().await,
+        json!({"type": "subscribed", "topic": "team.42", "seq": 3, "replayed": 2, "complete": true})
+    );
 
-    c.send(json!({"type": "unsubscribe", "topic": "news"})).await;
-    assert_eq!(c.json().await, json!({"type": "unsubscribed", "topic": "news"}));
-    api.post("/v1/topics/news/messages", json!({"title": "unseen"})).await;
+    c.send(json!({"type": "unsubscribe", "topic": "news"}))
+        .await;
+    assert_eq!(
+        c.json().await,
+        json!({"type": "unsubscribed", "topic": "news"})
+    );
+    api.post("/v1/topics/news/messages", json!({"title": "unseen"}))
+        .await;
     c.send(json!({"type": "ping"})).await;
-    assert_eq!(c.json().await, json!({"type": "pong"}), "no news after unsubscribing");
+    assert_eq!(
+        c.json().await,
+        json!({"type": "pong"}),
+        "no news after unsubscribing"
+    );
 
     // A topic the token does not allow closes the session with 4003.
-    c.send(json!({"type": "subscribe", "topic": "team.42.secret"})).await;
+    c.send(json!({"type": "subscribe", "topic": "team.42.secret"}))
+        .await;
     assert_eq!(c.close_code(WAIT).await, Frame::Close(4003));
 }
 
@@ -173,14 +250,25 @@ async fn malformed_frames_get_error_frames_and_the_session_lives() {
         ("not json", "invalid_json"),
         ("{\"type\":\"dance\"}", "unknown_type"),
         ("{\"type\":\"resume\"}", "invalid_frame"),
-        ("{\"type\":\"subscribe\",\"topic\":\"bad..topic\"}", "invalid_topic"),
+        (
+            "{\"type\":\"subscribe\",\"topic\":\"bad..topic\"}",
+            "invalid_topic",
+        ),
     ] {
         c.send_text(text).await;
         let e = c.json().await;
-        assert_eq!((e["type"].as_str(), e["code"].as_str()), (Some("error"), Some(code)), "{text}");
+        assert_eq!(
+            (e["type"].as_str(), e["code"].as_str()),
+            (Some("error"), Some(code)),
+            "{text}"
+        );
         assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()));
     }
-    c.ws.send(tokio_tungstenite::tungstenite::Message::Binary(vec![1, 2, 3].into())).await.unwrap();
+    c.ws.send(tokio_tungstenite::tungstenite::Message::Binary(
+        vec![1, 2, 3].into(),
+    ))
+    .await
+    .unwrap();
     assert_eq!(c.json().await["code"], "unsupported_frame");
     c.send(json!({"type": "ping"})).await;
     assert_eq!(c.json().await, json!({"type": "pong"}));
@@ -190,9 +278,15 @@ use futures::SinkExt;
 
 #[tokio::test]
 async fn an_oversized_frame_closes_with_1009() {
-    let h = Herald::builder().env("HERALD_MAX_FRAME_BYTES", "4096").start();
+    let h = Herald::builder()
+        .env("HERALD_MAX_FRAME_BYTES", "4096")
+        .start();
     let mut c = h.connect("pam").await;
-    c.send_text(&format!("{{\"type\":\"ping\",\"pad\":\"{}\"}}", "x".repeat(10_000))).await;
+    c.send_text(&format!(
+        "{{\"type\":\"ping\",\"pad\":\"{}\"}}",
+        "x".repeat(10_000)
+    ))
+    .await;
     assert_eq!(c.close_code(WAIT).await, Frame::Close(1009));
     // The server is fine: a new session works.
     let mut d = h.connect("pam").await;
@@ -202,19 +296,28 @@ async fn an_oversized_frame_closes_with_1009() {
 
 #[tokio::test]
 async fn too_many_sessions_for_one_user_closes_with_4009() {
-    let h = Herald::builder().env("HERALD_MAX_SESSIONS_PER_USER", "2").start();
+    let h = Herald::builder()
+        .env("HERALD_MAX_SESSIONS_PER_USER", "2")
+        .start();
     let _a = h.connect("quin").await;
     let _b = h.connect("quin").await;
     let token = h.token("quin", &[], Duration::from_secs(60));
-    let mut ws = Client::open(&format!("{}?token={token}", h.ws_url()), None).await.unwrap();
-    assert_eq!(support::ws::next_frame(&mut ws, WAIT).await, Frame::Close(4009));
+    let mut ws = Client::open(&format!("{}?token={token}", h.ws_url()), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        support::ws::next_frame(&mut ws, WAIT).await,
+        Frame::Close(4009)
+    );
     let p = h.api().get("/v1/users/quin/presence").await;
     assert_eq!(p.body, json!({"online": true, "sessions": 2}));
 }
 
 #[tokio::test]
 async fn a_client_that_cannot_keep_up_is_closed_with_4008() {
-    let h = Herald::builder().env("HERALD_SESSION_QUEUE_BYTES", "65536").start();
+    let h = Herald::builder()
+        .env("HERALD_SESSION_QUEUE_BYTES", "65536")
+        .start();
     let api = h.api();
     // A client with a tiny receive buffer that stops reading.
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
@@ -222,15 +325,29 @@ async fn a_client_that_cannot_keep_up_is_closed_with_4008() {
     let stream = socket.connect(h.addr).await.unwrap();
     let token = h.token("rex", &["firehose"], Duration::from_secs(600));
     let request = format!("{}?token={token}", h.ws_url());
-    let (mut ws, _) = tokio_tungstenite::client_async(request, stream).await.unwrap();
-    assert!(matches!(support::ws::next_frame(&mut ws, WAIT).await, Frame::Json(_)));
-    ws.send(tokio_tungstenite::tungstenite::Message::Text(json!({"type": "subscribe", "topic": "firehose"}).to_string().into()))
+    let (mut ws, _) = tokio_tungstenite::client_async(request, stream)
         .await
         .unwrap();
-    assert!(matches!(support::ws::next_frame(&mut ws, WAIT).await, Frame::Json(_)));
+    assert!(matches!(
+        support::ws::next_frame(&mut ws, WAIT).await,
+        Frame::Json(_)
+    ));
+    ws.send(tokio_tungstenite::tungstenite::Message::Text(
+        json!({"type": "subscribe", "topic": "firehose"})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    assert!(matches!(
+        support::ws::next_frame(&mut ws, WAIT).await,
+        Frame::Json(_)
+    ));
     let big = "x".repeat(200_000);
     for _ in 0..60 {
-        let a = api.post("/v1/topics/firehose/messages", json!({"title": big})).await;
+        let a = api
+            .post("/v1/topics/firehose/messages", json!({"title": big}))
+            .await;
         assert_eq!(a.status, 202);
     }
     // Now read: whatever made it into the buffers, then the close.
@@ -259,7 +376,10 @@ async fn a_silent_client_is_closed_after_two_heartbeats() {
     // A client that reads (and so answers pings) stays.
     let mut d = h.connect("tia").await;
     let alive = d.next(Duration::from_millis(3500)).await;
-    assert!(alive.is_none(), "a responsive client must not be closed: {alive:?}");
+    assert!(
+        alive.is_none(),
+        "a responsive client must not be closed: {alive:?}"
+    );
 }
 
 #[tokio::test]
@@ -267,7 +387,10 @@ async fn an_expiring_token_closes_the_session_with_4001() {
     let h = Herald::start();
     let token = h.token("uma", &[], Duration::from_secs(2));
     let mut c = Client::connect(&h.ws_url(), &token).await.unwrap();
-    assert_eq!(c.close_code(Duration::from_secs(10)).await, Frame::Close(4001));
+    assert_eq!(
+        c.close_code(Duration::from_secs(10)).await,
+        Frame::Close(4001)
+    );
 }
 
 #[tokio::test]
@@ -283,10 +406,16 @@ async fn shutdown_closes_sessions_with_1012_and_exits_cleanly() {
 async fn read_receipts_and_presence() {
     let h = Herald::start();
     let api = h.api();
-    assert_eq!(api.get("/v1/users/wes/presence").await.body, json!({"online": false, "sessions": 0}));
+    assert_eq!(
+        api.get("/v1/users/wes/presence").await.body,
+        json!({"online": false, "sessions": 0})
+    );
     let mut a = h.connect("wes").await;
     let _b = h.connect("wes").await;
-    assert_eq!(api.get("/v1/users/wes/presence").await.body, json!({"online": true, "sessions": 2}));
+    assert_eq!(
+        api.get("/v1/users/wes/presence").await.body,
+        json!({"online": true, "sessions": 2})
+    );
     let id = api.send(json!({"to": ["wes"], "title": "read me"})).await;
     let m = a.expect("message").await;
     a.ack(m["id"].as_str().unwrap()).await;

@@ -78,13 +78,18 @@ async fn require_api_key(State(state): St, request: Request, next: Next) -> Resp
         Some(Some(key)) => {
             if let Some(Err(wait)) = state.limiter.as_ref().map(|l| l.check(key)) {
                 metrics::counter!("herald_api_rate_limited_total").increment(1);
-                let mut e = ApiError::new(ErrorCode::RateLimited, "too many requests for this API key; slow down");
+                let mut e = ApiError::new(
+                    ErrorCode::RateLimited,
+                    "too many requests for this API key; slow down",
+                );
                 e.retry_after_s = Some(wait.as_secs_f64().ceil().max(1.0) as u64);
                 return e.into_response();
             }
             next.run(request).await
         }
-        Some(None) => ApiError::new(ErrorCode::Unauthorized, "API key not accepted").into_response(),
+        Some(None) => {
+            ApiError::new(ErrorCode::Unauthorized, "API key not accepted").into_response()
+        }
         None => ApiError::new(
             ErrorCode::Unauthorized,
             "missing API key: send Authorization: Bearer <key>",

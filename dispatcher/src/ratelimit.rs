@@ -27,7 +27,12 @@ impl RateLimiter {
             rate,
             burst,
             buckets: (0..keys)
-                .map(|_| Mutex::new(Bucket { tokens: burst, last: now }))
+                .map(|_| {
+                    Mutex::new(Bucket {
+                        tokens: burst,
+                        last: now,
+                    })
+                })
                 .collect(),
         })
     }
@@ -64,7 +69,10 @@ mod tests {
             assert!(r.check(0).is_ok());
         }
         let wait = r.check(0).unwrap_err();
-        assert!(wait > Duration::ZERO && wait <= Duration::from_millis(200), "{wait:?}");
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_millis(200),
+            "{wait:?}"
+        );
         assert!(r.check(1).is_ok(), "keys are limited separately");
         assert!(RateLimiter::new(0, 1).is_none());
     }

@@ -192,7 +192,9 @@ where
         };
         match msg {
             Some(Ok(Message::Text(t))) => {
-                return Some(Frame::Json(serde_json::from_str(&t).expect("server frames are JSON")));
+                return Some(Frame::Json(
+                    serde_json::from_str(&t).expect("server frames are JSON"),
+                ));
             }
             Some(Ok(Message::Close(c))) => {
                 return Some(Frame::Close(c.map(|c| u16::from(c.code)).unwrap_or(1005)));
