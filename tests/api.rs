@@ -49,79 +49,33 @@ async fn every_error_is_json_with_its_status() {
     let api = h.api();
     let json_ct = Some("application/json");
 
-    // 400: malformed JSON, missing fields, bad values, deep nesting, invalid UTF-8.
-    assert_error(
-        &raw(
-            &api,
-            Method::POST,
-            "/v1/messages",
-            json_ct,
-            b"{\"to\":".to_vec(),
-        )
-        .await,
-        400,
-        "invalid_request",
-    );
-    assert_error(
-        &api.post("/v1/messages", json!({"title": "no recipients"}))
-            .await,
-        400,
-        "invalid_request",
-    );
-    assert_error(
-        &api.post("/v1/messages", json!({"to": ["a"]})).await,
-        400,
-        "invalid_request",
-    );
-    assert_error(
-        &api.post(
-            "/v1/messages",
-            json!({"to": ["a"], "title": "x", "channels": ["fax"]}),
-        )
-        .await,
-        400,
-        "invalid_request",
-    );
-    assert_error(
-        &api.post(
-            "/v1/messages",
-            json!({"to": ["a"], "title": "x", "priority": "urgent"}),
-        )
-        .await,
-        400,
-        "invalid_request",
-    );
-    assert_error(
-        &api.post("/v1/messages", json!({"to": ["has space"], "title": "x"}))
-            .await,
-        400,
-        "invalid_request",
-    );
+    // 400: missing fields and bad values...
+    for body in [
+        json!({"title": "no recipients"}),
+        json!({"to": ["a"]}),
+        json!({"to": ["a"], "title": "x", "channels": ["fax"]}),
+        json!({"to": ["a"], "title": "x", "priority": "urgent"}),
+        json!({"to": ["has space"], "title": "x"}),
+    ] {
+        assert_error(
+            &api.post("/v1/messages", body).await,
+            400,
+            "invalid_request",
+        );
+    }
+    // ...and bodies that are not JSON at all: truncated, nested too deep, invalid UTF-8.
     let deep = format!(
         "{{\"to\":[\"a\"],\"title\":\"x\",\"data\":{}{}}}",
         "[".repeat(5000),
         "]".repeat(5000)
     );
-    assert_error(
-        &raw(
-            &api,
-            Method::POST,
-            "/v1/messages",
-            json_ct,
-            deep.into_bytes(),
-        )
-        .await,
-        400,
-        "invalid_request",
-    );
     let mut bad_utf8 = b"{\"to\":[\"a\"],\"title\":\"".to_vec();
     bad_utf8.extend_from_slice(&[0xff, 0xfe]);
     bad_utf8.extend_from_slice(b"\"}");
-    assert_error(
-        &raw(&api, Method::POST, "/v1/messages", json_ct, bad_utf8).await,
-        400,
-        "invalid_request",
-    );
+    for body in [b"{\"to\":".to_vec(), deep.into_bytes(), bad_utf8] {
+        let a = raw(&api, Method::POST, "/v1/messages", json_ct, body).await;
+        assert_error(&a, 400, "invalid_request");
+    }
 
     // 401: no key, wrong key.
     let no_key = Api::answer(
@@ -176,44 +130,18 @@ async fn every_error_is_json_with_its_status() {
         "unsupported_media_type",
     );
 
-    // Bad path parameters.
-    assert_error(
-        &api.request(Method::PUT, "/v1/users/a%20b", Some(json!({})))
+    // Bad path parameters and bodies on the other routes.
+    let put = |path: &'static str, body: Value| api.request(Method::PUT, path, Some(body));
+    for a in [
+        put("/v1/users/a%20b", json!({})).await,
+        put("/v1/users/zed", json!({"email": "not-an-address"})).await,
+        put("/v1/users/zed", json!({"preferences": {"fax": true}})).await,
+        api.post("/v1/topics/bad..topic/messages", json!({"title": "x"}))
             .await,
-        400,
-        "invalid_request",
-    );
-    assert_error(
-        &api.post("/v1/topics/bad..topic/messages", json!({"title": "x"}))
-            .await,
-        400,
-        "invalid_request",
-    );
-    assert_error(
-        &api.post("/v1/topics/news/messages", json!({})).await,
-        400,
-        "invalid_request",
-    );
-    assert_error(
-        &api.request(
-            Method::PUT,
-            "/v1/users/zed",
-            Some(json!({"email": "not-an-address"})),
-        )
-        .await,
-        400,
-        "invalid_request",
-    );
-    assert_error(
-        &api.request(
-            Method::PUT,
-            "/v1/users/zed",
-            Some(json!({"preferences": {"fax": true}})),
-        )
-        .await,
-        400,
-        "invalid_request",
-    );
+        api.post("/v1/topics/news/messages", json!({})).await,
+    ] {
+        assert_error(&a, 400, "invalid_request");
+    }
 
     // The server is still serving everyone.
     assert_eq!(
