@@ -9,7 +9,7 @@ use herald_common::config::Config;
 use herald_common::subjects::Subjects;
 use herald_dispatcher::{Dispatcher, Engine, PresenceSource};
 use herald_engine::sqlite::SqliteOptions;
-use herald_engine::{Bus, MemoryBus, SqliteStore, Store};
+use herald_engine::{Bus, LocalQueue, MemoryBus, SqliteStore, Store};
 use herald_gateway::{Gateway, GatewayConfig, Hub};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
@@ -67,12 +67,17 @@ pub async fn run(
         gateway_config(&config, Duration::ZERO),
         shutdown.clone(),
     );
+    let (queue, unfinished) = LocalQueue::recover(store.as_ref()).await?;
+    if unfinished > 0 {
+        tracing::info!(jobs = unfinished, "resuming unfinished deliveries");
+    }
     let dispatcher = Dispatcher::start(
         &config,
         Engine {
             store: store.clone(),
             history: store.clone(),
             bus: Arc::clone(&bus),
+            queue: Arc::new(queue),
             presence: Arc::new(LocalPresence(gateway.hub())),
         },
         shutdown.clone(),

@@ -18,7 +18,7 @@ use herald_common::auth::ApiKeys;
 use herald_common::config::Config;
 use herald_common::events::ReadReceipt;
 use herald_common::subjects::Subjects;
-use herald_engine::{Bus, History, Store, StoreError};
+use herald_engine::{Bus, History, JobQueue, Store, StoreError};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -45,6 +45,7 @@ pub struct Engine {
     pub store: Arc<dyn Store>,
     pub history: Arc<dyn History>,
     pub bus: Arc<dyn Bus>,
+    pub queue: Arc<dyn JobQueue>,
     pub presence: Arc<dyn PresenceSource>,
 }
 
@@ -96,6 +97,7 @@ impl Dispatcher {
             Arc::clone(&engine.bus),
             subjects.clone(),
             channels,
+            engine.queue,
             PipelineConfig {
                 default_channels: config.default_channels.clone(),
                 ack_timeout: config.ack_timeout,
@@ -104,7 +106,7 @@ impl Dispatcher {
             },
         );
         let tracker = TaskTracker::new();
-        pipeline.start(shutdown.clone(), &tracker).await?;
+        pipeline.start(shutdown.clone(), &tracker);
         let keys: Vec<String> = config
             .api_keys
             .iter()

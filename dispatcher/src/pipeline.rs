@@ -29,8 +29,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use herald_engine::{JobQueue, Lease, Settle};
+
 use crate::channels::{AttemptResult, Channels, Delivery};
-use crate::scheduler::{Job, Scheduler};
+
+/// How long a job waits before retrying when its step could not be recorded.
+const STORE_RETRY_MS: i64 = 5000;
 
 /// Settings the pipeline applies to every message.
 #[derive(Debug, Clone)]
@@ -57,7 +61,7 @@ pub struct Pipeline {
     bus: Arc<dyn Bus>,
     subjects: Subjects,
     channels: Channels,
-    scheduler: Arc<Scheduler>,
+    queue: Arc<dyn JobQueue>,
     config: PipelineConfig,
 }
 
@@ -75,6 +79,7 @@ impl Pipeline {
         bus: Arc<dyn Bus>,
         subjects: Subjects,
         channels: Channels,
+        queue: Arc<dyn JobQueue>,
         config: PipelineConfig,
     ) -> Arc<Pipeline> {
         Arc::new(Pipeline {
@@ -82,47 +87,25 @@ impl Pipeline {
             bus,
             subjects,
             channels,
-            scheduler: Scheduler::new(config.lane_concurrency),
+            queue,
             config,
         })
     }
 
-    pub fn scheduler(&self) -> &Arc<Scheduler> {
-        &self.scheduler
-    }
-
-    /// Starts delivering: recovers unfinished work from the store, then runs the lanes.
-    pub async fn start(
-        self: &Arc<Self>,
-        shutdown: CancellationToken,
-        tracker: &TaskTracker,
-    ) -> Result<usize, StoreError> {
-        let pending = self.store.pending().await?;
-        let mut jobs = 0;
-        for p in pending {
-            let message = Arc::new(p.record);
-            for state in p.jobs {
-                jobs += 1;
-                self.scheduler.push(Job {
-                    message: Arc::clone(&message),
-                    state,
-                });
-            }
-        }
-        if jobs > 0 {
-            tracing::info!(jobs, "resuming unfinished deliveries");
-        }
+    /// Starts the delivery workers of every lane.
+    pub fn start(self: &Arc<Self>, shutdown: CancellationToken, tracker: &TaskTracker) {
         let me = Arc::clone(self);
-        self.scheduler.start(
-            move |job: Job| {
+        crate::scheduler::start_lanes(
+            Arc::clone(&self.queue),
+            self.config.lane_concurrency,
+            move |lease: Lease| {
                 let me = Arc::clone(&me);
-                let span = tracing::info_span!("deliver", message_id = %job.message.id, idx = job.state.idx);
-                async move { me.deliver(job).await }.instrument(span)
+                let span = tracing::info_span!("deliver", message_id = %lease.job.message.id, idx = lease.job.state.idx);
+                async move { me.deliver(lease).await }.instrument(span)
             },
             shutdown,
             tracker,
         );
-        Ok(jobs)
     }
 
     /// Builds the stored form of a request: defaults applied, recipients de-duplicated.
@@ -204,18 +187,7 @@ impl Pipeline {
                 metrics::counter!("herald_messages_accepted_total", "priority" => record.priority.as_str())
                     .increment(1);
                 let message = Arc::new(record);
-                for idx in 0..n {
-                    self.scheduler.push(Job {
-                        message: Arc::clone(&message),
-                        state: JobState {
-                            idx: idx as u32,
-                            channel_idx: 0,
-                            channel_attempt: 0,
-                            due_at: now,
-                            best: None,
-                        },
-                    });
-                }
+                self.queue.enqueue_accepted(Arc::clone(&message)).await?;
                 Ok((accepted(message.id.clone(), n), true))
             }
             AcceptOutcome::Duplicate {
@@ -227,40 +199,53 @@ impl Pipeline {
     }
 
     /// Runs one recipient's delivery until it finishes or waits for a retry.
-    async fn deliver(self: Arc<Self>, job: Job) {
-        let message = Arc::clone(&job.message);
-        let mut st = job.state;
+    async fn deliver(self: Arc<Self>, lease: Lease) {
+        let message = Arc::clone(&lease.job.message);
+        let st = lease.job.state.clone();
+        let settle = self.run_job(&message, st).await;
+        lease.settle(settle).await;
+    }
+
+    /// The delivery loop of one recipient; says how its lease ends.
+    async fn run_job(&self, message: &Arc<MessageRecord>, mut st: JobState) -> Settle {
         let Some(recipient) = message.recipients.get(st.idx as usize) else {
             tracing::error!(message_id = %message.id, idx = st.idx, "job for an unknown recipient");
-            return;
+            return Settle::Done;
+        };
+        // The last state the store holds: where a retry resumes if recording fails.
+        let mut recorded = st.clone();
+        let unrecorded = |mut state: JobState| {
+            state.due_at = now_ms() + STORE_RETRY_MS;
+            Settle::Retry(state)
         };
         let mut profile: Option<Option<UserProfile>> = None;
         loop {
             let now = now_ms();
             if message.expires_at.is_some_and(|e| now >= e) {
-                self.finish(&message, st.idx, None, RecipientStatus::Expired, None)
-                    .await;
-                return;
+                return match self
+                    .finish(message, st.idx, None, RecipientStatus::Expired, None)
+                    .await
+                {
+                    true => Settle::Done,
+                    false => unrecorded(recorded),
+                };
             }
             let Some(&kind) = message.channels.get(st.channel_idx as usize) else {
                 let (status, channel) = match st.best {
                     Some((s, c)) => (s, Some(c)),
                     None => (RecipientStatus::Failed, None),
                 };
-                self.finish(&message, st.idx, None, status, channel).await;
-                return;
+                return match self.finish(message, st.idx, None, status, channel).await {
+                    true => Settle::Done,
+                    false => unrecorded(recorded),
+                };
             };
             if profile.is_none() {
                 match self.store.user(&recipient.user_id).await {
                     Ok(p) => profile = Some(p),
                     Err(e) => {
                         tracing::warn!(message_id = %message.id, error = %e, "profile unavailable; will retry");
-                        st.due_at = now + self.config.retry.base.as_millis() as i64;
-                        self.scheduler.push(Job {
-                            message: Arc::clone(&message),
-                            state: st,
-                        });
-                        return;
+                        return unrecorded(recorded);
                     }
                 }
             }
@@ -269,7 +254,7 @@ impl Pipeline {
                 AttemptResult::new(Outcome::Skipped, format!("opted out of {kind}"))
             } else if let Some(channel) = self.channels.get(kind) {
                 let delivery = Delivery {
-                    message: &message,
+                    message,
                     idx: st.idx,
                     recipient,
                     profile: profile_ref,
@@ -300,9 +285,13 @@ impl Pipeline {
                         RecipientStatus::Sent
                     };
                     if message.strategy == Strategy::Fallback {
-                        self.finish(&message, st.idx, Some(attempt), status, Some(kind))
-                            .await;
-                        return;
+                        return match self
+                            .finish(message, st.idx, Some(attempt), status, Some(kind))
+                            .await
+                        {
+                            true => Settle::Done,
+                            false => unrecorded(recorded),
+                        };
                     }
                     st.best = better(st.best, (status, kind));
                 }
@@ -312,21 +301,11 @@ impl Pipeline {
                     st.due_at = at + wait.as_millis() as i64;
                     metrics::counter!("herald_retries_total", "channel" => kind.as_str())
                         .increment(1);
-                    if self
-                        .advance(
-                            &message,
-                            st.idx,
-                            Some(attempt),
-                            JobNext::Continue(st.clone()),
-                        )
-                        .await
-                    {
-                        self.scheduler.push(Job {
-                            message: Arc::clone(&message),
-                            state: st,
-                        });
-                    }
-                    return;
+                    let next = JobNext::Continue(st.clone());
+                    return match self.advance(message, st.idx, Some(attempt), next).await {
+                        true => Settle::Retry(st),
+                        false => unrecorded(recorded),
+                    };
                 }
                 Outcome::TransientError => {
                     let detail = attempt.detail.take().unwrap_or_default();
@@ -346,15 +325,16 @@ impl Pipeline {
             st.due_at = at;
             if !self
                 .advance(
-                    &message,
+                    message,
                     st.idx,
                     Some(attempt),
                     JobNext::Continue(st.clone()),
                 )
                 .await
             {
-                return;
+                return unrecorded(recorded);
             }
+            recorded = st.clone();
         }
     }
 
@@ -385,6 +365,7 @@ impl Pipeline {
         false
     }
 
+    /// Records a final status and announces it; `false` if it could not be recorded.
     async fn finish(
         &self,
         message: &MessageRecord,
@@ -392,12 +373,12 @@ impl Pipeline {
         attempt: Option<AttemptRecord>,
         status: RecipientStatus,
         channel: Option<ChannelKind>,
-    ) {
+    ) -> bool {
         if !self
             .advance(message, idx, attempt, JobNext::Finish { status, channel })
             .await
         {
-            return;
+            return false;
         }
         let now = now_ms();
         metrics::histogram!("herald_delivery_seconds", "status" => status.as_str())
@@ -405,7 +386,7 @@ impl Pipeline {
         metrics::counter!("herald_recipients_final_total", "status" => status.as_str())
             .increment(1);
         let Some(recipient) = message.recipients.get(idx as usize) else {
-            return;
+            return true;
         };
         let event = StatusEvent {
             id: message.id.clone(),
@@ -420,6 +401,7 @@ impl Pipeline {
                 tracing::warn!(message_id = %message.id, error = %e, "could not publish status event");
             }
         }
+        true
     }
 }
 

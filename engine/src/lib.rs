@@ -6,11 +6,13 @@
 //! one (cluster engine). The contract tests in `tests/` run against every implementation.
 
 pub mod bus;
+pub mod jobs;
 pub mod memory_bus;
 pub mod sqlite;
 pub mod store;
 
 pub use bus::{Bus, BusError, BusMsg, PendingReply, RequestError, Subscription};
+pub use jobs::{Job, JobQueue, Lease, LocalQueue, Settle};
 pub use memory_bus::MemoryBus;
 pub use sqlite::SqliteStore;
 pub use store::{History, HistoryPage, Store, StoreError};
