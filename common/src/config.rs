@@ -49,6 +49,10 @@ pub const ENV_DRAIN_S: &str = "HERALD_DRAIN_S";
 pub const ENV_LOG_FORMAT: &str = "HERALD_LOG_FORMAT";
 pub const ENV_API_RATE_LIMIT: &str = "HERALD_API_RATE_LIMIT";
 pub const ENV_SQLITE_BUSY_MS: &str = "HERALD_SQLITE_BUSY_MS";
+pub const ENV_NATS_REPLICAS: &str = "HERALD_NATS_REPLICAS";
+pub const ENV_NATS_ACK_WAIT_S: &str = "HERALD_NATS_ACK_WAIT_S";
+pub const ENV_INBOX_MAX_AGE_S: &str = "HERALD_INBOX_MAX_AGE_S";
+pub const ENV_PRESENCE_LINGER_MS: &str = "HERALD_PRESENCE_LINGER_MS";
 
 /// Every setting: env name, default (None = unset).
 const SETTINGS: &[(&str, Option<&str>)] = &[
@@ -88,6 +92,10 @@ const SETTINGS: &[(&str, Option<&str>)] = &[
     (ENV_LOG_FORMAT, Some("text")),
     (ENV_API_RATE_LIMIT, Some("0")),
     (ENV_SQLITE_BUSY_MS, Some("5000")),
+    (ENV_NATS_REPLICAS, Some("1")),
+    (ENV_NATS_ACK_WAIT_S, Some("30")),
+    (ENV_INBOX_MAX_AGE_S, Some("2592000")),
+    (ENV_PRESENCE_LINGER_MS, Some("2000")),
 ];
 
 /// A bad configuration, said in one line.
@@ -203,6 +211,14 @@ pub struct Config {
     pub api_rate_limit: u32,
     /// How long a SQLite write waits for a lock held by another process.
     pub sqlite_busy: Duration,
+    /// Cluster engine: replicas of every stream and bucket (3 on a 3-node NATS cluster).
+    pub nats_replicas: usize,
+    /// Cluster engine: how long a dispatcher may hold a job silently before another takes it.
+    pub nats_ack_wait: Duration,
+    /// Cluster engine: how long inbox entries are kept at most.
+    pub inbox_max_age: Duration,
+    /// Cluster engine: how long a gateway keeps a user's bus interest after the last session.
+    pub presence_linger: Duration,
 }
 
 /// Raw settings gathered from the layers, keyed by env name.
@@ -425,6 +441,10 @@ impl Config {
             log_format,
             api_rate_limit: raw.parse(ENV_API_RATE_LIMIT, "a number of requests per second")?,
             sqlite_busy: ms(ENV_SQLITE_BUSY_MS)?,
+            nats_replicas: raw.positive(ENV_NATS_REPLICAS)?.min(5) as usize,
+            nats_ack_wait: Duration::from_secs(raw.positive(ENV_NATS_ACK_WAIT_S)?),
+            inbox_max_age: Duration::from_secs(raw.positive(ENV_INBOX_MAX_AGE_S)?),
+            presence_linger: Duration::from_millis(raw.parse(ENV_PRESENCE_LINGER_MS, "milliseconds")?),
         })
     }
 

@@ -23,3 +23,19 @@ pub struct ReadReceipt {
     /// Unix milliseconds.
     pub at: i64,
 }
+
+/// Payload of a presence query on a user's subject; each gateway holding the user answers
+/// with its session count as decimal text.
+pub const PRESENCE_QUERY: &[u8] = b"presence?";
+
+/// A message on `<prefix>.send` that could not be accepted (published on
+/// `<prefix>.events.rejected`): backends that publish there have no HTTP answer to read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rejected {
+    /// The stream sequence of the rejected publish.
+    pub seq: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msg_id: Option<String>,
+    pub code: String,
+    pub message: String,
+}

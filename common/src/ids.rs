@@ -42,6 +42,12 @@ pub fn encode_token(id: &str) -> String {
     utf8_percent_encode(id, SUBJECT_ESCAPES).to_string()
 }
 
+/// Encodes a user id as a NATS key-value key (`%` is not allowed there; `=` is, and
+/// [`encode_token`] never emits it, so the mapping stays one-to-one).
+pub fn encode_kv_key(id: &str) -> String {
+    encode_token(id).replace('%', "=")
+}
+
 /// Reverses [`encode_token`]; `None` when the token is not an encoded id.
 pub fn decode_token(token: &str) -> Option<String> {
     percent_decode_str(token)

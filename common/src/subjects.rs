@@ -58,9 +58,24 @@ impl Subjects {
         format!("{}.reads", self.prefix)
     }
 
-    /// Cluster-wide presence queries; every gateway answers with its session count.
-    pub fn presence(&self, user_id: &str) -> String {
-        format!("{}.presence.{}", self.prefix, ids::encode_token(user_id))
+    /// Accepted messages on their way from the API to the dispatchers (JetStream).
+    pub fn ingest(&self) -> String {
+        format!("{}.ingest", self.prefix)
+    }
+
+    /// A priority lane's delivery jobs (JetStream).
+    pub fn jobs(&self, lane: usize) -> String {
+        format!("{}.jobs.{lane}", self.prefix)
+    }
+
+    /// A user's inbox (JetStream, one subject per user).
+    pub fn inbox(&self, user_id: &str) -> String {
+        format!("{}.inbox.{}", self.prefix, ids::encode_token(user_id))
+    }
+
+    /// A topic's history (JetStream, one subject per topic).
+    pub fn history(&self, topic: &str) -> String {
+        format!("{}.history.{topic}", self.prefix)
     }
 }
 

@@ -49,6 +49,11 @@ impl From<AcceptError> for ApiError {
         match e {
             AcceptError::Invalid(m) => ApiError::invalid(m),
             AcceptError::Conflict => ApiError::new(ErrorCode::IdempotencyConflict, e.to_string()),
+            AcceptError::InProgress => {
+                let mut err = ApiError::new(ErrorCode::IdempotencyInProgress, e.to_string());
+                err.retry_after_s = Some(1);
+                err
+            }
             AcceptError::Store(s) => s.into(),
         }
     }

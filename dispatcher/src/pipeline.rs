@@ -52,6 +52,8 @@ pub enum AcceptError {
     Invalid(String),
     #[error("this idempotency key was already used with a different request body")]
     Conflict,
+    #[error("a request with this idempotency key is being accepted right now; retry shortly")]
+    InProgress,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -195,6 +197,7 @@ impl Pipeline {
                 recipients,
             } => Ok((accepted(message_id, recipients), false)),
             AcceptOutcome::Conflict => Err(AcceptError::Conflict),
+            AcceptOutcome::InProgress => Err(AcceptError::InProgress),
         }
     }
 

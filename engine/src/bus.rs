@@ -104,6 +104,15 @@ pub trait Bus: Send + Sync + 'static {
     /// publish from this process; the reply (or "no responders") arrives through the result.
     async fn request(&self, subject: &str, payload: Bytes) -> Result<PendingReply, BusError>;
 
+    /// Publishes a request and collects every reply that arrives within `window` (none if
+    /// nobody listens; then it returns at once).
+    async fn gather(
+        &self,
+        subject: &str,
+        payload: Bytes,
+        window: Duration,
+    ) -> Result<Vec<Bytes>, BusError>;
+
     /// Feeds every message on `subject` into `sink` (never awaiting it: a full sink drops the
     /// message, as a slow NATS subscriber would). Exact subjects only.
     async fn subscribe(

@@ -16,3 +16,4 @@ pub use jobs::{Job, JobQueue, Lease, LocalQueue, Settle};
 pub use memory_bus::MemoryBus;
 pub use sqlite::SqliteStore;
 pub use store::{History, HistoryPage, Store, StoreError};
+pub mod nats;

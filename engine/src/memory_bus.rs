@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -13,7 +14,11 @@ use crate::bus::{Bus, BusError, BusMsg, CleanupGuard, PendingReply, RequestError
 
 const REPLY_PREFIX: &str = "_INBOX.";
 
-type ReplySlot = oneshot::Sender<Result<Bytes, RequestError>>;
+/// Where replies to one request go: the first reply, or every reply.
+enum ReplySlot {
+    Once(oneshot::Sender<Result<Bytes, RequestError>>),
+    Many(mpsc::UnboundedSender<Bytes>),
+}
 
 struct Sub {
     id: u64,
@@ -46,11 +51,18 @@ impl MemoryBus {
     /// Delivers one message; returns how many subscribers it was handed to.
     fn deliver(&self, subject: &str, reply: Option<&str>, payload: Bytes) -> usize {
         if subject.starts_with(REPLY_PREFIX) {
-            if let Some((_, slot)) = self.inner.replies.remove(subject) {
+            let many = match self.inner.replies.get(subject).as_deref() {
+                Some(ReplySlot::Many(tx)) => {
+                    let _ = tx.send(payload.clone());
+                    true
+                }
+                Some(ReplySlot::Once(_)) => false,
+                None => return 0,
+            };
+            if !many && let Some((_, ReplySlot::Once(slot))) = self.inner.replies.remove(subject) {
                 let _ = slot.send(Ok(payload));
-                return 1;
             }
-            return 0;
+            return 1;
         }
         let Some(subs) = self.inner.subs.get(subject) else {
             return 0;
@@ -121,18 +133,41 @@ impl Bus for MemoryBus {
     async fn request(&self, subject: &str, payload: Bytes) -> Result<PendingReply, BusError> {
         let reply = format!("{REPLY_PREFIX}{}", self.next_id());
         let (tx, rx) = oneshot::channel();
-        self.inner.replies.insert(reply.clone(), tx);
+        self.inner.replies.insert(reply.clone(), ReplySlot::Once(tx));
         let inner = Arc::clone(&self.inner);
         let slot_name = reply.clone();
         let cleanup = CleanupGuard::new(move || {
             inner.replies.remove(&slot_name);
         });
-        if self.deliver(subject, Some(&reply), payload) == 0 {
-            if let Some((_, slot)) = self.inner.replies.remove(&reply) {
-                let _ = slot.send(Err(RequestError::NoResponders));
-            }
+        if self.deliver(subject, Some(&reply), payload) == 0
+            && let Some((_, ReplySlot::Once(slot))) = self.inner.replies.remove(&reply)
+        {
+            let _ = slot.send(Err(RequestError::NoResponders));
         }
         Ok(PendingReply::new(rx, Some(cleanup)))
+    }
+
+    async fn gather(
+        &self,
+        subject: &str,
+        payload: Bytes,
+        window: Duration,
+    ) -> Result<Vec<Bytes>, BusError> {
+        let reply = format!("{REPLY_PREFIX}{}", self.next_id());
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        self.inner.replies.insert(reply.clone(), ReplySlot::Many(tx));
+        let handed = self.deliver(subject, Some(&reply), payload);
+        let mut replies = Vec::new();
+        let deadline = tokio::time::Instant::now() + window;
+        // In-process, the number of listeners is known: stop as soon as all have answered.
+        while replies.len() < handed {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(r)) => replies.push(r),
+                _ => break,
+            }
+        }
+        self.inner.replies.remove(&reply);
+        Ok(replies)
     }
 
     async fn subscribe(

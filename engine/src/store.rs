@@ -87,6 +87,8 @@ pub enum AcceptOutcome {
     },
     /// The key was used before with a different body.
     Conflict,
+    /// The key is being accepted by another request right now (cluster engine); retry.
+    InProgress,
 }
 
 /// Where one recipient's delivery will continue.

@@ -122,6 +122,31 @@ pub async fn bus_contract(bus: &dyn Bus) {
         assert_eq!(recv(&mut rx).await.payload, Bytes::from(i.to_string()));
     }
 
+    // Gather collects every answer; with nobody listening it returns at once, empty.
+    let (tx2, rx2) = mpsc::channel(16);
+    let _second = bus.subscribe(&subject, tx2).await.unwrap();
+    let answer = |mut rx: mpsc::Receiver<herald_engine::BusMsg>, text: &'static [u8]| async move {
+        let m = recv(&mut rx).await;
+        (m.reply.expect("a reply subject"), text, rx)
+    };
+    let gathering = bus.gather(&subject, Bytes::from_static(b"who?"), Duration::from_millis(800));
+    let answering = async {
+        let (r1, t1, rx_back) = answer(rx, b"one").await;
+        bus.publish(&r1, Bytes::from_static(t1)).await.unwrap();
+        let (r2, t2, rx2_back) = answer(rx2, b"two").await;
+        bus.publish(&r2, Bytes::from_static(t2)).await.unwrap();
+        (rx_back, rx2_back)
+    };
+    let (gathered, (_rx, _rx2)) = tokio::join!(gathering, answering);
+    let mut gathered: Vec<Vec<u8>> = gathered.unwrap().iter().map(|b| b.to_vec()).collect();
+    gathered.sort();
+    assert_eq!(gathered, vec![b"one".to_vec(), b"two".to_vec()]);
+    drop(_second);
+    let nobody = format!("herald.test.{unique}.nobody");
+    let started = std::time::Instant::now();
+    assert!(bus.gather(&nobody, Bytes::from_static(b"?"), Duration::from_secs(3)).await.unwrap().is_empty());
+    assert!(started.elapsed() < Duration::from_secs(2), "gather with no listeners must not wait out the window");
+
     // Dropping the subscription removes the interest.
     drop(sub);
     let deadline = std::time::Instant::now() + Duration::from_secs(5);

@@ -1,0 +1,218 @@
+//! The cluster engine: NATS core is the bus; JetStream holds everything durable.
+//!
+//! | what | where |
+//! | --- | --- |
+//! | backend publishes (`<p>.send`) | stream `<P>_SEND` (work queue) |
+//! | accepted messages (`<p>.ingest`) | stream `<P>_INGEST` (work queue) |
+//! | delivery jobs (`<p>.jobs.<lane>`) | stream `<P>_JOBS` (work queue), one durable consumer per lane |
+//! | inboxes (`<p>.inbox.<user>`) | stream `<P>_INBOX`, per-subject limit = inbox size, max age |
+//! | topic histories (`<p>.history.<topic>`) | stream `<P>_TOPICS`, per-subject limit |
+//! | message records, recipient states, users, idempotency keys, seq heads | key-value buckets |
+//!
+//! Every stream and bucket is created (or updated) on start, with the configured replicas.
+
+pub mod bus;
+pub mod queue;
+pub mod store;
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv, stream};
+use herald_common::subjects::Subjects;
+
+use crate::StoreError;
+pub use bus::NatsBus;
+pub use queue::JetStreamQueue;
+pub use store::NatsStore;
+
+/// How the cluster engine lays out its streams and buckets.
+#[derive(Debug, Clone)]
+pub struct NatsOptions {
+    /// Comma-separated server URLs.
+    pub url: String,
+    pub prefix: String,
+    /// Replicas of every stream and bucket.
+    pub replicas: usize,
+    pub inbox_limit: u64,
+    pub inbox_max_age: Duration,
+    pub topic_limit: u64,
+    /// How long a dispatcher may hold a job without a sign of life.
+    pub ack_wait: Duration,
+    /// Connection name shown by the server.
+    pub name: String,
+}
+
+/// The names of one deployment's streams and buckets.
+#[derive(Debug, Clone)]
+pub struct Names {
+    pub send: String,
+    pub ingest: String,
+    pub jobs: String,
+    pub inbox: String,
+    pub topics: String,
+    pub messages: String,
+    pub recipients: String,
+    pub users: String,
+    pub idempotency: String,
+    pub heads: String,
+}
+
+impl Names {
+    fn new(prefix: &str) -> Names {
+        let up = prefix.replace(['.', '-'], "_").to_ascii_uppercase();
+        let low = up.to_ascii_lowercase();
+        Names {
+            send: format!("{up}_SEND"),
+            ingest: format!("{up}_INGEST"),
+            jobs: format!("{up}_JOBS"),
+            inbox: format!("{up}_INBOX"),
+            topics: format!("{up}_TOPICS"),
+            messages: format!("{low}_messages"),
+            recipients: format!("{low}_recipients"),
+            users: format!("{low}_users"),
+            idempotency: format!("{low}_idempotency"),
+            heads: format!("{low}_heads"),
+        }
+    }
+}
+
+/// A connection to NATS with Herald's streams and buckets in place.
+#[derive(Clone)]
+pub struct NatsEngine {
+    pub client: async_nats::Client,
+    pub js: jetstream::Context,
+    pub subjects: Subjects,
+    pub names: Names,
+    pub options: NatsOptions,
+    pub buckets: Buckets,
+}
+
+#[derive(Clone)]
+pub struct Buckets {
+    pub messages: kv::Store,
+    pub recipients: kv::Store,
+    pub users: kv::Store,
+    pub idempotency: kv::Store,
+    pub heads: kv::Store,
+}
+
+fn unavailable(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("{what}: {e}"))
+}
+
+impl NatsEngine {
+    /// Connects (retrying while the servers come up) and creates or updates the layout.
+    pub async fn connect(options: NatsOptions) -> Result<NatsEngine, StoreError> {
+        let urls: Vec<async_nats::ServerAddr> = options
+            .url
+            .split(',')
+            .map(|u| u.trim().parse())
+            .collect::<Result<_, _>>()
+            .map_err(|e| unavailable("HERALD_NATS_URL", e))?;
+        let client = async_nats::ConnectOptions::new()
+            .name(&options.name)
+            .retry_on_initial_connect()
+            .connection_timeout(Duration::from_secs(5))
+            .request_timeout(Some(Duration::from_secs(10)))
+            .subscription_capacity(64 * 1024)
+            .connect(urls)
+            .await
+            .map_err(|e| unavailable("cannot connect to NATS", e))?;
+        let js = jetstream::new(client.clone());
+        let names = Names::new(&options.prefix);
+        let subjects = Subjects::new(options.prefix.clone());
+        setup_streams(&js, &names, &subjects, &options).await?;
+        let buckets = setup_buckets(&js, &names, &options).await?;
+        Ok(NatsEngine {
+            client,
+            js,
+            subjects,
+            names,
+            options,
+            buckets,
+        })
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+}
+
+async fn setup_streams(
+    js: &jetstream::Context,
+    names: &Names,
+    subjects: &Subjects,
+    o: &NatsOptions,
+) -> Result<(), StoreError> {
+    let base = |name: &str, subject: String| stream::Config {
+        name: name.to_string(),
+        subjects: vec![subject],
+        num_replicas: o.replicas,
+        storage: stream::StorageType::File,
+        allow_direct: true,
+        ..Default::default()
+    };
+    let work = |name: &str, subject: String| stream::Config {
+        retention: stream::RetentionPolicy::WorkQueue,
+        duplicate_window: Duration::from_secs(600),
+        ..base(name, subject)
+    };
+    let configs = [
+        work(&names.send, subjects.send()),
+        work(&names.ingest, subjects.ingest()),
+        work(&names.jobs, format!("{}.jobs.*", subjects.prefix())),
+        stream::Config {
+            max_messages_per_subject: o.inbox_limit as i64,
+            max_age: o.inbox_max_age,
+            duplicate_window: Duration::from_secs(600),
+            ..base(&names.inbox, format!("{}.inbox.*", subjects.prefix()))
+        },
+        stream::Config {
+            max_messages_per_subject: o.topic_limit as i64,
+            duplicate_window: Duration::from_secs(120),
+            ..base(&names.topics, format!("{}.history.>", subjects.prefix()))
+        },
+    ];
+    for config in configs {
+        let name = config.name.clone();
+        js.create_or_update_stream(config)
+            .await
+            .map_err(|e| unavailable(&format!("stream {name}"), e))?;
+    }
+    Ok(())
+}
+
+async fn setup_buckets(js: &jetstream::Context, names: &Names, o: &NatsOptions) -> Result<Buckets, StoreError> {
+    let bucket = |name: &str, max_age: Duration| kv::Config {
+        bucket: name.to_string(),
+        history: 1,
+        max_age,
+        num_replicas: o.replicas,
+        storage: stream::StorageType::File,
+        ..Default::default()
+    };
+    let day = Duration::from_secs(86_400);
+    let mut out = Vec::new();
+    for (name, age) in [
+        (&names.messages, day * 30),
+        (&names.recipients, day * 30),
+        (&names.users, Duration::ZERO),
+        (&names.idempotency, day),
+        (&names.heads, Duration::ZERO),
+    ] {
+        let store = js
+            .create_or_update_key_value(bucket(name, age))
+            .await
+            .map_err(|e| unavailable(&format!("bucket {name}"), e))?;
+        out.push(store);
+    }
+    let mut it = out.into_iter();
+    let mut next = || it.next().ok_or_else(|| StoreError::Backend("bucket setup".into()));
+    Ok(Buckets {
+        messages: next()?,
+        recipients: next()?,
+        users: next()?,
+        idempotency: next()?,
+        heads: next()?,
+    })
+}

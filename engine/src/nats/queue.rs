@@ -1,0 +1,345 @@
+//! The cluster engine's job queue. Accepted records arrive on the ingest stream; whichever
+//! dispatcher takes one writes its record and recipient states and publishes one job per
+//! recipient to its lane's work-queue stream. Every dispatcher pulls from every lane; a job
+//! is held (with progress acks while it runs) until settled: acked when final, or nak'd
+//! with the retry's delay, so waiting retries hold no worker and survive any crash.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::consumer::{AckPolicy, pull};
+use async_nats::jetstream::{AckKind, Message};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use herald_common::time::now_ms;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use super::NatsEngine;
+use super::store::{IngestRecord, NatsStore, RecipientEntry, backend, create_json, get_json, recipient_key};
+use crate::jobs::{Job, JobQueue, LANES, Lease, Settle, Settler};
+use crate::store::{JobState, MessageRecord, StoreResult};
+
+/// A job on a lane subject: which recipient of which message.
+#[derive(Debug, Serialize, Deserialize)]
+struct JobRef {
+    id: String,
+    idx: u32,
+}
+
+type Consumer = async_nats::jetstream::consumer::Consumer<pull::Config>;
+
+pub struct JetStreamQueue {
+    engine: NatsEngine,
+    store: NatsStore,
+    lanes: Vec<Consumer>,
+    ingest: Consumer,
+    sends: Consumer,
+    records: Mutex<HashMap<String, Arc<MessageRecord>>>,
+}
+
+/// A publish a backend made on `<prefix>.send`, to be accepted like an HTTP send.
+pub struct RawSend {
+    pub payload: Bytes,
+    /// Its `Nats-Msg-Id`, if it had one.
+    pub msg_id: Option<String>,
+    /// Its stream sequence.
+    pub seq: u64,
+    message: Message,
+}
+
+impl RawSend {
+    /// Done with it (accepted, or rejected for good).
+    pub async fn done(self) {
+        if let Err(e) = self.message.ack().await {
+            tracing::warn!(error = %e, "could not ack a send");
+        }
+    }
+
+    /// Could not be handled now; it comes back after `delay`.
+    pub async fn later(self, delay: Duration) {
+        let _ = self.message.ack_with(AckKind::Nak(Some(delay))).await;
+    }
+}
+
+async fn fetch_one(consumer: &Consumer, shutdown: &CancellationToken) -> Option<Message> {
+    loop {
+        let batch = tokio::select! {
+            b = consumer.fetch().max_messages(1).expires(Duration::from_secs(5)).messages() => b,
+            _ = shutdown.cancelled() => return None,
+        };
+        let mut batch = match batch {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "fetch failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                    _ = shutdown.cancelled() => return None,
+                }
+            }
+        };
+        let next = tokio::select! {
+            m = batch.next() => m,
+            _ = shutdown.cancelled() => return None,
+        };
+        match next {
+            Some(Ok(m)) => return Some(m),
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "fetch ended");
+            }
+            None => {}
+        }
+    }
+}
+
+fn durable(name: &str, filter: String, ack_wait: Duration) -> pull::Config {
+    pull::Config {
+        durable_name: Some(name.to_string()),
+        filter_subject: filter,
+        ack_policy: AckPolicy::Explicit,
+        ack_wait,
+        max_deliver: -1,
+        max_ack_pending: 100_000,
+        ..Default::default()
+    }
+}
+
+impl JetStreamQueue {
+    pub async fn new(engine: NatsEngine, store: NatsStore) -> StoreResult<Arc<JetStreamQueue>> {
+        let ack_wait = engine.options.ack_wait;
+        let js = &engine.js;
+        let jobs = js.get_stream(&engine.names.jobs).await.map_err(|e| backend("jobs stream", e))?;
+        let mut lanes = Vec::new();
+        for lane in 0..LANES {
+            let name = format!("lane-{lane}");
+            let consumer = jobs
+                .get_or_create_consumer(&name, durable(&name, engine.subjects.jobs(lane), ack_wait))
+                .await
+                .map_err(|e| backend("lane consumer", e))?;
+            lanes.push(consumer);
+        }
+        let ingest = js
+            .get_stream(&engine.names.ingest)
+            .await
+            .map_err(|e| backend("ingest stream", e))?
+            .get_or_create_consumer("ingest", durable("ingest", engine.subjects.ingest(), ack_wait))
+            .await
+            .map_err(|e| backend("ingest consumer", e))?;
+        let sends = js
+            .get_stream(&engine.names.send)
+            .await
+            .map_err(|e| backend("send stream", e))?
+            .get_or_create_consumer("send", durable("send", engine.subjects.send(), ack_wait))
+            .await
+            .map_err(|e| backend("send consumer", e))?;
+        Ok(Arc::new(JetStreamQueue {
+            engine,
+            store,
+            lanes,
+            ingest,
+            sends,
+            records: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// Takes accepted records in and turns them into jobs, until `shutdown`.
+    pub async fn run_ingest(self: Arc<Self>, shutdown: CancellationToken) {
+        while let Some(msg) = fetch_one(&self.ingest, &shutdown).await {
+            let ingest: IngestRecord = match serde_json::from_slice(&msg.payload) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "dropping an unreadable ingest record");
+                    let _ = msg.ack_with(AckKind::Term).await;
+                    continue;
+                }
+            };
+            let id = ingest.record.id.clone();
+            match self.materialize(ingest).await {
+                Ok(()) => {
+                    if let Err(e) = msg.ack().await {
+                        tracing::warn!(message_id = %id, error = %e, "could not ack ingest");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(message_id = %id, error = %e, "ingest failed; will retry");
+                    let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+                }
+            }
+        }
+    }
+
+    /// Writes the record and recipient states and queues one job per recipient. Every step
+    /// is idempotent, so a redelivered record changes nothing that was already done.
+    async fn materialize(&self, ingest: IngestRecord) -> StoreResult<()> {
+        let IngestRecord { record, key, hash } = ingest;
+        let b = &self.engine.buckets;
+        if let (Some(k), Some(h)) = (&key, &hash) {
+            self.store.claim(k, h, &record).await?;
+        }
+        create_json(&b.messages, &record.id, &record).await?;
+        for (idx, r) in record.recipients.iter().enumerate() {
+            let entry = RecipientEntry {
+                user_id: r.user_id.clone(),
+                status: herald_common::api::RecipientStatus::Pending,
+                channel: None,
+                attempts: Vec::new(),
+                read_at: None,
+                job: Some(JobState {
+                    idx: idx as u32,
+                    channel_idx: 0,
+                    channel_attempt: 0,
+                    due_at: record.created_at,
+                    best: None,
+                }),
+            };
+            create_json(&b.recipients, &recipient_key(&record.id, idx as u32), &entry).await?;
+        }
+        let lane = record.priority.lane();
+        let mut acks = Vec::new();
+        for idx in 0..record.recipients.len() as u32 {
+            let mut headers = HeaderMap::new();
+            headers.insert("Nats-Msg-Id", format!("job.{}.{idx}", record.id).as_str());
+            let payload = serde_json::to_vec(&JobRef { id: record.id.clone(), idx })
+                .map_err(|e| backend("job", e))?;
+            let ack = self
+                .engine
+                .js
+                .publish_with_headers(self.engine.subjects.jobs(lane), headers, Bytes::from(payload))
+                .await
+                .map_err(|e| backend("job publish", e))?;
+            acks.push(ack);
+        }
+        for ack in acks {
+            ack.await.map_err(|e| backend("job ack", e))?;
+        }
+        self.remember(Arc::new(record));
+        Ok(())
+    }
+
+    fn remember(&self, record: Arc<MessageRecord>) {
+        if let Ok(mut cache) = self.records.lock() {
+            if cache.len() > 10_000 {
+                cache.clear();
+            }
+            cache.insert(record.id.clone(), record);
+        }
+    }
+
+    async fn record(&self, id: &str) -> StoreResult<Option<Arc<MessageRecord>>> {
+        if let Some(r) = self.records.lock().ok().and_then(|c| c.get(id).cloned()) {
+            return Ok(Some(r));
+        }
+        let Some((record, _)) = get_json::<MessageRecord>(&self.engine.buckets.messages, id).await? else {
+            return Ok(None);
+        };
+        let record = Arc::new(record);
+        self.remember(Arc::clone(&record));
+        Ok(Some(record))
+    }
+
+    /// The next publish from a backend on `<prefix>.send`.
+    pub async fn next_send(&self, shutdown: &CancellationToken) -> Option<RawSend> {
+        let message = fetch_one(&self.sends, shutdown).await?;
+        let seq = message.info().map(|i| i.stream_sequence).unwrap_or(0);
+        let msg_id = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("Nats-Msg-Id"))
+            .map(|v| v.as_str().to_string());
+        Some(RawSend {
+            payload: message.payload.clone(),
+            msg_id,
+            seq,
+            message,
+        })
+    }
+}
+
+/// Keeps a running job's lease alive and settles it.
+struct NatsSettler {
+    message: Arc<Message>,
+    keepalive: tokio::task::AbortHandle,
+}
+
+#[async_trait]
+impl Settler for NatsSettler {
+    async fn settle(self: Box<Self>, _message: Arc<MessageRecord>, how: Settle) {
+        self.keepalive.abort();
+        let result = match how {
+            Settle::Done => self.message.ack().await,
+            Settle::Retry(state) => {
+                let delay = Duration::from_millis((state.due_at - now_ms()).max(0) as u64);
+                self.message.ack_with(AckKind::Nak(Some(delay))).await
+            }
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "could not settle a job; it will be redelivered");
+        }
+    }
+}
+
+#[async_trait]
+impl JobQueue for Arc<JetStreamQueue> {
+    /// Accepting published the record to the ingest stream; jobs come from there.
+    async fn enqueue_accepted(&self, _message: Arc<MessageRecord>) -> StoreResult<()> {
+        Ok(())
+    }
+
+    async fn next(&self, lane: usize, shutdown: &CancellationToken) -> Option<Lease> {
+        let consumer = self.lanes.get(lane)?;
+        loop {
+            let msg = fetch_one(consumer, shutdown).await?;
+            let Ok(job) = serde_json::from_slice::<JobRef>(&msg.payload) else {
+                tracing::error!("dropping an unreadable job");
+                let _ = msg.ack_with(AckKind::Term).await;
+                continue;
+            };
+            let loaded = async {
+                let record = self.record(&job.id).await?;
+                let entry = get_json::<RecipientEntry>(&self.engine.buckets.recipients, &recipient_key(&job.id, job.idx)).await?;
+                StoreResult::Ok((record, entry.map(|(e, _)| e)))
+            }
+            .await;
+            let (record, entry) = match loaded {
+                Ok((Some(r), Some(e))) => (r, e),
+                Ok(_) => {
+                    tracing::error!(message_id = %job.id, "job without a record; dropping it");
+                    let _ = msg.ack_with(AckKind::Term).await;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(message_id = %job.id, error = %e, "cannot load job; retrying later");
+                    let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+                    continue;
+                }
+            };
+            let Some(state) = entry.job else {
+                // Already final (a redelivery after the ack was lost).
+                let _ = msg.ack().await;
+                continue;
+            };
+            let early = state.due_at - now_ms();
+            if early > 20 {
+                let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_millis(early as u64)))).await;
+                continue;
+            }
+            let message = Arc::new(msg);
+            let alive = Arc::clone(&message);
+            let every = self.engine.options.ack_wait / 3;
+            let keepalive = tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    let _ = alive.ack_with(AckKind::Progress).await;
+                }
+            })
+            .abort_handle();
+            return Some(Lease::new(
+                Job { message: record, state },
+                Box::new(NatsSettler { message, keepalive }),
+            ));
+        }
+    }
+}

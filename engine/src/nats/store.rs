@@ -1,0 +1,567 @@
+//! The cluster engine's store: message records, recipient states, users and idempotency
+//! keys in JetStream key-value buckets; inboxes and topic histories in streams with one
+//! subject per user or topic and a gapless-enough per-subject `seq` kept in a head bucket.
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, kv, stream};
+use async_trait::async_trait;
+use bytes::Bytes;
+use herald_common::api::{
+    ChannelKind, MessageStatus, MessageView, Outcome, RecipientStatus, RecipientView, UserProfile,
+};
+use herald_common::ids::encode_kv_key;
+use herald_common::protocol::MessageContent;
+use herald_common::time::{now_ms, rfc3339};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::NatsEngine;
+use crate::store::{
+    AcceptOutcome, AttemptRecord, History, HistoryPage, IdempotencyClaim, JobNext, JobState,
+    MessageRecord, PendingMessage, Store, StoreError, StoreResult,
+};
+
+const HEADER_SEQ: &str = "Herald-Seq";
+const HEADER_ID: &str = "Herald-Id";
+const HEADER_EXPIRES: &str = "Herald-Expires";
+const MSG_ID: &str = "Nats-Msg-Id";
+
+/// A recipient's state, one key per recipient: `<message id>.<index>`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct RecipientEntry {
+    pub user_id: String,
+    pub status: RecipientStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<ChannelKind>,
+    #[serde(default)]
+    pub attempts: Vec<StoredAttempt>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_at: Option<i64>,
+    /// Where delivery continues; `None` once final.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<JobState>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct StoredAttempt {
+    channel: ChannelKind,
+    outcome: Outcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
+    at: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct IdempotencyEntry {
+    hash: String,
+    id: String,
+    recipients: usize,
+}
+
+/// What travels on `<p>.ingest`: an accepted record and the idempotency key it claimed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct IngestRecord {
+    pub record: MessageRecord,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
+}
+
+pub(crate) fn backend(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("{what}: {e}"))
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub(crate) fn idempotency_key(key: &str) -> String {
+    hex(&Sha256::digest(key.as_bytes()))
+}
+
+pub(crate) fn recipient_key(message_id: &str, idx: u32) -> String {
+    format!("{message_id}.{idx}")
+}
+
+/// Reads a JSON value, treating deleted keys as absent.
+pub(crate) async fn get_json<T: DeserializeOwned>(store: &kv::Store, key: &str) -> StoreResult<Option<(T, u64)>> {
+    let entry = store.entry(key).await.map_err(|e| backend("kv read", e))?;
+    match entry {
+        Some(e) if e.operation == kv::Operation::Put => {
+            let value = serde_json::from_slice(&e.value).map_err(|err| corrupt(key, err))?;
+            Ok(Some((value, e.revision)))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Read-modify-write with compare-and-set, retried on conflict. `f` sees the current value
+/// (or `None`) and returns the new value and a result, or `None` to leave it unchanged.
+pub(crate) async fn modify<T, R>(
+    store: &kv::Store,
+    key: &str,
+    mut f: impl FnMut(Option<T>) -> StoreResult<(Option<T>, R)>,
+) -> StoreResult<R>
+where
+    T: Serialize + DeserializeOwned,
+{
+    for _ in 0..50 {
+        let current = get_json::<T>(store, key).await?;
+        let revision = current.as_ref().map(|(_, r)| *r);
+        let (next, result) = f(current.map(|(v, _)| v))?;
+        let Some(next) = next else {
+            return Ok(result);
+        };
+        let bytes = Bytes::from(serde_json::to_vec(&next).map_err(|e| corrupt(key, e))?);
+        let written = match revision {
+            Some(rev) => store.update(key, bytes, rev).await.map(|_| ()).map_err(|e| {
+                (e.kind() == kv::UpdateErrorKind::WrongLastRevision, e.to_string())
+            }),
+            None => store.create(key, bytes).await.map(|_| ()).map_err(|e| {
+                (e.kind() == kv::CreateErrorKind::AlreadyExists, e.to_string())
+            }),
+        };
+        match written {
+            Ok(()) => return Ok(result),
+            Err((true, _)) => continue,
+            Err((false, e)) => return Err(backend("kv write", e)),
+        }
+    }
+    Err(StoreError::Unavailable(format!("{key}: too much contention")))
+}
+
+/// Creates `key` unless it exists; `false` if it already did.
+pub(crate) async fn create_json<T: Serialize>(store: &kv::Store, key: &str, value: &T) -> StoreResult<bool> {
+    let bytes = Bytes::from(serde_json::to_vec(value).map_err(|e| corrupt(key, e))?);
+    match store.create(key, bytes).await {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(backend("kv create", e)),
+    }
+}
+
+#[derive(Clone)]
+pub struct NatsStore {
+    engine: NatsEngine,
+    inbox: stream::Stream,
+    topics: stream::Stream,
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).map(|v| v.as_str())
+}
+
+/// Which sequenced stream a history call is about.
+#[derive(Clone, Copy)]
+enum Kind {
+    Inbox,
+    Topic,
+}
+
+impl NatsStore {
+    pub async fn new(engine: NatsEngine) -> Result<NatsStore, StoreError> {
+        let inbox = engine
+            .js
+            .get_stream(&engine.names.inbox)
+            .await
+            .map_err(|e| backend("inbox stream", e))?;
+        let topics = engine
+            .js
+            .get_stream(&engine.names.topics)
+            .await
+            .map_err(|e| backend("topics stream", e))?;
+        Ok(NatsStore { engine, inbox, topics })
+    }
+
+    fn stream(&self, kind: Kind) -> &stream::Stream {
+        match kind {
+            Kind::Inbox => &self.inbox,
+            Kind::Topic => &self.topics,
+        }
+    }
+
+    fn subject(&self, kind: Kind, name: &str) -> String {
+        match kind {
+            Kind::Inbox => self.engine.subjects.inbox(name),
+            Kind::Topic => self.engine.subjects.history(name),
+        }
+    }
+
+    fn head_key(kind: Kind, name: &str) -> String {
+        match kind {
+            Kind::Inbox => format!("i.{}", encode_kv_key(name)),
+            Kind::Topic => format!("t.{name}"),
+        }
+    }
+
+    async fn head(&self, kind: Kind, name: &str) -> StoreResult<u64> {
+        Ok(get_json::<u64>(&self.engine.buckets.heads, &Self::head_key(kind, name))
+            .await?
+            .map_or(0, |(h, _)| h))
+    }
+
+    async fn append(&self, kind: Kind, name: &str, content: &MessageContent, expires_at: Option<i64>) -> StoreResult<u64> {
+        let subject = self.subject(kind, name);
+        let stream = self.stream(kind);
+        // The usual retry case: the last entry is this message already.
+        if let Ok(last) = stream.direct_get_last_for_subject(subject.clone()).await
+            && header(&last.headers, HEADER_ID) == Some(content.id.as_str())
+            && let Some(seq) = header(&last.headers, HEADER_SEQ).and_then(|s| s.parse().ok())
+        {
+            return Ok(seq);
+        }
+        let head_key = Self::head_key(kind, name);
+        let seq = modify::<u64, u64>(&self.engine.buckets.heads, &head_key, |h| {
+            let next = h.unwrap_or(0) + 1;
+            Ok((Some(next), next))
+        })
+        .await?;
+        let mut headers = HeaderMap::new();
+        headers.insert(MSG_ID, format!("{head_key}.{}", content.id).as_str());
+        headers.insert(HEADER_SEQ, seq.to_string().as_str());
+        headers.insert(HEADER_ID, content.id.as_str());
+        if let Some(at) = expires_at {
+            headers.insert(HEADER_EXPIRES, at.to_string().as_str());
+        }
+        let payload = Bytes::from(serde_json::to_vec(content).map_err(|e| corrupt("content", e))?);
+        let ack = self
+            .engine
+            .js
+            .publish_with_headers(subject, headers, payload)
+            .await
+            .map_err(|e| backend("history publish", e))?
+            .await
+            .map_err(|e| backend("history ack", e))?;
+        if ack.duplicate {
+            // Appended before (the bumped seq stays unused): answer the seq it got then.
+            let original = stream
+                .direct_get(ack.sequence)
+                .await
+                .map_err(|e| backend("history read", e))?;
+            return header(&original.headers, HEADER_SEQ)
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| corrupt("history entry", "no seq header"));
+        }
+        Ok(seq)
+    }
+
+    /// Entries of one subject with `seq > since`, oldest first, plus the first seq kept.
+    async fn read(&self, kind: Kind, name: &str, since: u64, limit: usize) -> StoreResult<HistoryPage> {
+        let head = self.head(kind, name).await?;
+        if head <= since || limit == 0 {
+            return Ok(HistoryPage { entries: Vec::new(), head, complete: true });
+        }
+        let subject = self.subject(kind, name);
+        let stream = self.stream(kind);
+        let parse_seq = |m: &jetstream::message::StreamMessage| -> u64 {
+            header(&m.headers, HEADER_SEQ).and_then(|s| s.parse().ok()).unwrap_or(0)
+        };
+        let first = match stream.direct_get_first_for_subject(subject.clone()).await {
+            Ok(m) => m,
+            Err(e) if matches!(e.kind(), stream::DirectGetErrorKind::NotFound) => {
+                // Everything was trimmed or expired.
+                return Ok(HistoryPage { entries: Vec::new(), head, complete: false });
+            }
+            Err(e) => return Err(backend("history read", e)),
+        };
+        let first_kept = parse_seq(&first);
+        let complete = first_kept <= since + 1;
+        // Per-subject seq grows with the stream sequence: binary-search the first entry
+        // past `since` instead of reading everything before it.
+        let mut start = first.sequence;
+        if first_kept <= since {
+            let last = stream
+                .direct_get_last_for_subject(subject.clone())
+                .await
+                .map_err(|e| backend("history read", e))?;
+            if parse_seq(&last) <= since {
+                return Ok(HistoryPage { entries: Vec::new(), head, complete });
+            }
+            // Invariant: the entry at-or-after `lo` is <= since, the one at-or-after `hi` is past it.
+            let (mut lo, mut hi) = (first.sequence, last.sequence);
+            while hi - lo > 1 {
+                let mid = lo + (hi - lo) / 2;
+                let m = stream
+                    .direct_get_next_for_subject(subject.clone(), Some(mid))
+                    .await
+                    .map_err(|e| backend("history read", e))?;
+                if parse_seq(&m) > since {
+                    hi = mid;
+                } else {
+                    lo = m.sequence.max(mid);
+                }
+            }
+            start = hi;
+        }
+        let now = now_ms();
+        let mut entries = Vec::new();
+        let mut next = Some(start);
+        while let Some(from) = next {
+            if entries.len() >= limit {
+                break;
+            }
+            let m = match stream.direct_get_next_for_subject(subject.clone(), Some(from)).await {
+                Ok(m) => m,
+                Err(e) if matches!(e.kind(), stream::DirectGetErrorKind::NotFound) => break,
+                Err(e) => return Err(backend("history read", e)),
+            };
+            next = Some(m.sequence + 1);
+            let seq = parse_seq(&m);
+            let expired = header(&m.headers, HEADER_EXPIRES)
+                .and_then(|s| s.parse::<i64>().ok())
+                .is_some_and(|at| at <= now);
+            if seq <= since || expired {
+                continue;
+            }
+            let content: MessageContent =
+                serde_json::from_slice(&m.payload).map_err(|e| corrupt("history entry", e))?;
+            entries.push((seq, content));
+        }
+        entries.sort_by_key(|(seq, _)| *seq);
+        Ok(HistoryPage { entries, head, complete })
+    }
+
+    async fn recipient(&self, message_id: &str, idx: u32) -> StoreResult<Option<RecipientEntry>> {
+        Ok(get_json(&self.engine.buckets.recipients, &recipient_key(message_id, idx))
+            .await?
+            .map(|(v, _)| v))
+    }
+
+    async fn record(&self, id: &str) -> StoreResult<Option<MessageRecord>> {
+        Ok(get_json(&self.engine.buckets.messages, id).await?.map(|(v, _)| v))
+    }
+
+    async fn claimed(&self, key: &str, hash: &str) -> StoreResult<Option<AcceptOutcome>> {
+        Ok(get_json::<IdempotencyEntry>(&self.engine.buckets.idempotency, &idempotency_key(key))
+            .await?
+            .map(|(e, _)| {
+                if e.hash == hash {
+                    AcceptOutcome::Duplicate { message_id: e.id, recipients: e.recipients }
+                } else {
+                    AcceptOutcome::Conflict
+                }
+            }))
+    }
+
+    /// Remembers a key's answer (first writer wins).
+    pub(crate) async fn claim(&self, key: &str, hash: &str, record: &MessageRecord) -> StoreResult<()> {
+        let entry = IdempotencyEntry {
+            hash: hash.to_string(),
+            id: record.id.clone(),
+            recipients: record.recipients.len(),
+        };
+        create_json(&self.engine.buckets.idempotency, &idempotency_key(key), &entry).await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for NatsStore {
+    /// Publishes the record to the ingest stream; `Ok` once JetStream acked it. The same
+    /// idempotency key publishes with the same `Nats-Msg-Id`, so concurrent repeats collapse.
+    async fn accept(&self, record: &MessageRecord, claim: Option<IdempotencyClaim>) -> StoreResult<AcceptOutcome> {
+        let hash = claim.as_ref().map(|c| hex(&c.body_hash));
+        if let (Some(c), Some(h)) = (&claim, &hash)
+            && let Some(prior) = self.claimed(&c.key, h).await?
+        {
+            return Ok(prior);
+        }
+        let msg_id = match &claim {
+            Some(c) => format!("idem.{}", idempotency_key(&c.key)),
+            None => format!("msg.{}", record.id),
+        };
+        let ingest = IngestRecord {
+            record: record.clone(),
+            key: claim.as_ref().map(|c| c.key.clone()),
+            hash: hash.clone(),
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(MSG_ID, msg_id.as_str());
+        let payload = Bytes::from(serde_json::to_vec(&ingest).map_err(|e| corrupt("record", e))?);
+        let ack = self
+            .engine
+            .js
+            .publish_with_headers(self.engine.subjects.ingest(), headers, payload)
+            .await
+            .map_err(|e| backend("ingest publish", e))?
+            .await
+            .map_err(|e| backend("ingest ack", e))?;
+        let (Some(c), Some(h)) = (&claim, &hash) else {
+            return Ok(AcceptOutcome::Created);
+        };
+        if ack.duplicate {
+            // Another request with this key won the race: answer what it got, once known.
+            for _ in 0..20 {
+                if let Some(prior) = self.claimed(&c.key, h).await? {
+                    return Ok(prior);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            return Ok(AcceptOutcome::InProgress);
+        }
+        self.claim(&c.key, h, record).await?;
+        Ok(AcceptOutcome::Created)
+    }
+
+    async fn advance(&self, message_id: &str, idx: u32, attempt: Option<AttemptRecord>, next: JobNext) -> StoreResult<()> {
+        let key = recipient_key(message_id, idx);
+        modify::<RecipientEntry, ()>(&self.engine.buckets.recipients, &key, |entry| {
+            let Some(mut e) = entry else {
+                return Err(corrupt(&key, "no such recipient"));
+            };
+            if let Some(a) = &attempt {
+                e.attempts.push(StoredAttempt {
+                    channel: a.channel,
+                    outcome: a.outcome,
+                    detail: a.detail.clone(),
+                    at: a.at,
+                });
+            }
+            match &next {
+                JobNext::Continue(state) => e.job = Some(state.clone()),
+                JobNext::Finish { status, channel } => {
+                    e.status = *status;
+                    e.channel = *channel;
+                    e.job = None;
+                }
+            }
+            Ok((Some(e), ()))
+        })
+        .await
+    }
+
+    /// JetStream redelivers unfinished jobs by itself.
+    async fn pending(&self) -> StoreResult<Vec<PendingMessage>> {
+        Ok(Vec::new())
+    }
+
+    async fn message(&self, id: &str) -> StoreResult<Option<MessageView>> {
+        let Some(record) = self.record(id).await? else {
+            return Ok(None);
+        };
+        let reads = (0..record.recipients.len() as u32).map(|i| self.recipient(&record.id, i));
+        let entries = futures::future::try_join_all(reads).await?;
+        let recipients: Vec<RecipientView> = record
+            .recipients
+            .iter()
+            .zip(entries)
+            .map(|(r, e)| match e {
+                Some(e) => RecipientView {
+                    user_id: e.user_id,
+                    status: e.status,
+                    channel: e.channel,
+                    attempts: e
+                        .attempts
+                        .iter()
+                        .map(|a| {
+                            AttemptRecord {
+                                channel: a.channel,
+                                outcome: a.outcome,
+                                detail: a.detail.clone(),
+                                at: a.at,
+                            }
+                            .view()
+                        })
+                        .collect(),
+                    read_at: e.read_at.map(rfc3339),
+                },
+                // Accepted, not yet taken in by a dispatcher.
+                None => RecipientView {
+                    user_id: r.user_id.clone(),
+                    status: RecipientStatus::Pending,
+                    channel: None,
+                    attempts: Vec::new(),
+                    read_at: None,
+                },
+            })
+            .collect();
+        Ok(Some(MessageView {
+            id: record.id.clone(),
+            status: MessageStatus::derive(recipients.iter().map(|r| r.status)),
+            created_at: rfc3339(record.created_at),
+            priority: record.priority,
+            recipients,
+        }))
+    }
+
+    async fn mark_read(&self, id: &str, user_id: &str, at: i64) -> StoreResult<()> {
+        let Some(record) = self.record(id).await? else {
+            return Ok(());
+        };
+        for (idx, r) in record.recipients.iter().enumerate() {
+            if r.user_id != user_id {
+                continue;
+            }
+            let key = recipient_key(id, idx as u32);
+            modify::<RecipientEntry, ()>(&self.engine.buckets.recipients, &key, |entry| match entry {
+                Some(mut e) if e.read_at.is_none() => {
+                    e.read_at = Some(at);
+                    Ok((Some(e), ()))
+                }
+                _ => Ok((None, ())),
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn put_user(&self, id: &str, profile: &UserProfile) -> StoreResult<()> {
+        let bytes = Bytes::from(serde_json::to_vec(profile).map_err(|e| corrupt("profile", e))?);
+        self.engine
+            .buckets
+            .users
+            .put(encode_kv_key(id), bytes)
+            .await
+            .map_err(|e| backend("kv write", e))?;
+        Ok(())
+    }
+
+    async fn user(&self, id: &str) -> StoreResult<Option<UserProfile>> {
+        Ok(get_json(&self.engine.buckets.users, &encode_kv_key(id)).await?.map(|(v, _)| v))
+    }
+
+    async fn delete_user(&self, id: &str) -> StoreResult<bool> {
+        let key = encode_kv_key(id);
+        let existed = get_json::<UserProfile>(&self.engine.buckets.users, &key).await?.is_some();
+        if existed {
+            self.engine
+                .buckets
+                .users
+                .delete(&key)
+                .await
+                .map_err(|e| backend("kv delete", e))?;
+        }
+        Ok(existed)
+    }
+
+    async fn is_ready(&self) -> bool {
+        self.engine.is_connected()
+    }
+}
+
+#[async_trait]
+impl History for NatsStore {
+    async fn append_inbox(&self, user_id: &str, content: &MessageContent, expires_at: Option<i64>) -> StoreResult<u64> {
+        self.append(Kind::Inbox, user_id, content, expires_at).await
+    }
+
+    async fn read_inbox(&self, user_id: &str, since: u64, limit: usize) -> StoreResult<HistoryPage> {
+        self.read(Kind::Inbox, user_id, since, limit).await
+    }
+
+    async fn append_topic(&self, topic: &str, content: &MessageContent) -> StoreResult<u64> {
+        self.append(Kind::Topic, topic, content, None).await
+    }
+
+    async fn read_topic(&self, topic: &str, since: u64, limit: usize) -> StoreResult<HistoryPage> {
+        self.read(Kind::Topic, topic, since, limit).await
+    }
+}
