@@ -444,7 +444,9 @@ impl Config {
             nats_replicas: raw.positive(ENV_NATS_REPLICAS)?.min(5) as usize,
             nats_ack_wait: Duration::from_secs(raw.positive(ENV_NATS_ACK_WAIT_S)?),
             inbox_max_age: Duration::from_secs(raw.positive(ENV_INBOX_MAX_AGE_S)?),
-            presence_linger: Duration::from_millis(raw.parse(ENV_PRESENCE_LINGER_MS, "milliseconds")?),
+            presence_linger: Duration::from_millis(
+                raw.parse(ENV_PRESENCE_LINGER_MS, "milliseconds")?,
+            ),
         })
     }
 

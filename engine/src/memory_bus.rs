@@ -133,7 +133,9 @@ impl Bus for MemoryBus {
     async fn request(&self, subject: &str, payload: Bytes) -> Result<PendingReply, BusError> {
         let reply = format!("{REPLY_PREFIX}{}", self.next_id());
         let (tx, rx) = oneshot::channel();
-        self.inner.replies.insert(reply.clone(), ReplySlot::Once(tx));
+        self.inner
+            .replies
+            .insert(reply.clone(), ReplySlot::Once(tx));
         let inner = Arc::clone(&self.inner);
         let slot_name = reply.clone();
         let cleanup = CleanupGuard::new(move || {
@@ -155,7 +157,9 @@ impl Bus for MemoryBus {
     ) -> Result<Vec<Bytes>, BusError> {
         let reply = format!("{REPLY_PREFIX}{}", self.next_id());
         let (tx, mut rx) = mpsc::unbounded_channel();
-        self.inner.replies.insert(reply.clone(), ReplySlot::Many(tx));
+        self.inner
+            .replies
+            .insert(reply.clone(), ReplySlot::Many(tx));
         let handed = self.deliver(subject, Some(&reply), payload);
         let mut replies = Vec::new();
         let deadline = tokio::time::Instant::now() + window;

@@ -27,7 +27,7 @@ async fn memory_bus_contract() {
 #[tokio::test]
 async fn sqlite_store_contract() {
     let dir = tempfile::tempdir().unwrap();
-    suite::store_contract(&sqlite(&dir, 5)).await;
+    suite::store_contract(&sqlite(&dir, 5), true).await;
 }
 
 #[tokio::test]

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
 use dashmap::DashMap;
+use herald_common::events::PRESENCE_QUERY;
 use herald_common::protocol::{FrameHead, close};
 use herald_common::subjects::Subjects;
 use herald_engine::{Bus, BusMsg, Subscription};
@@ -276,6 +277,10 @@ impl Hub {
     }
 
     fn route_personal(&self, user: &str, reply: Option<String>, payload: Bytes) {
+        if payload.as_ref() == PRESENCE_QUERY {
+            self.answer_presence(user, reply);
+            return;
+        }
         let Some((id, seq)) = FrameHead::parse(&payload).map(|h| (h.id.into_owned(), h.seq)) else {
             tracing::warn!(user_id = %user, "dropping a personal frame without id/seq");
             return;
@@ -311,6 +316,17 @@ impl Hub {
                 metrics::counter!("herald_gateway_slow_consumers_total").increment(1);
             }
         }
+    }
+
+    /// Answers a cluster-wide presence query with this gateway's session count. Runs on
+    /// the relay task, so it only spawns the (awaiting) publish.
+    fn answer_presence(&self, user: &str, reply: Option<String>) {
+        let Some(reply) = reply else { return };
+        let count = self.sessions_of(user);
+        let bus = Arc::clone(&self.bus);
+        tokio::spawn(async move {
+            let _ = bus.publish(&reply, Bytes::from(count.to_string())).await;
+        });
     }
 
     fn route_topic(&self, topic: &str, payload: Bytes) {

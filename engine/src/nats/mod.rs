@@ -182,7 +182,11 @@ async fn setup_streams(
     Ok(())
 }
 
-async fn setup_buckets(js: &jetstream::Context, names: &Names, o: &NatsOptions) -> Result<Buckets, StoreError> {
+async fn setup_buckets(
+    js: &jetstream::Context,
+    names: &Names,
+    o: &NatsOptions,
+) -> Result<Buckets, StoreError> {
     let bucket = |name: &str, max_age: Duration| kv::Config {
         bucket: name.to_string(),
         history: 1,
@@ -207,7 +211,10 @@ async fn setup_buckets(js: &jetstream::Context, names: &Names, o: &NatsOptions) 
         out.push(store);
     }
     let mut it = out.into_iter();
-    let mut next = || it.next().ok_or_else(|| StoreError::Backend("bucket setup".into()));
+    let mut next = || {
+        it.next()
+            .ok_or_else(|| StoreError::Backend("bucket setup".into()))
+    };
     Ok(Buckets {
         messages: next()?,
         recipients: next()?,

@@ -19,7 +19,9 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::NatsEngine;
-use super::store::{IngestRecord, NatsStore, RecipientEntry, backend, create_json, get_json, recipient_key};
+use super::store::{
+    IngestRecord, NatsStore, RecipientEntry, backend, create_json, get_json, recipient_key,
+};
 use crate::jobs::{Job, JobQueue, LANES, Lease, Settle, Settler};
 use crate::store::{JobState, MessageRecord, StoreResult};
 
@@ -111,7 +113,10 @@ impl JetStreamQueue {
     pub async fn new(engine: NatsEngine, store: NatsStore) -> StoreResult<Arc<JetStreamQueue>> {
         let ack_wait = engine.options.ack_wait;
         let js = &engine.js;
-        let jobs = js.get_stream(&engine.names.jobs).await.map_err(|e| backend("jobs stream", e))?;
+        let jobs = js
+            .get_stream(&engine.names.jobs)
+            .await
+            .map_err(|e| backend("jobs stream", e))?;
         let mut lanes = Vec::new();
         for lane in 0..LANES {
             let name = format!("lane-{lane}");
@@ -125,7 +130,10 @@ impl JetStreamQueue {
             .get_stream(&engine.names.ingest)
             .await
             .map_err(|e| backend("ingest stream", e))?
-            .get_or_create_consumer("ingest", durable("ingest", engine.subjects.ingest(), ack_wait))
+            .get_or_create_consumer(
+                "ingest",
+                durable("ingest", engine.subjects.ingest(), ack_wait),
+            )
             .await
             .map_err(|e| backend("ingest consumer", e))?;
         let sends = js
@@ -165,7 +173,9 @@ impl JetStreamQueue {
                 }
                 Err(e) => {
                     tracing::warn!(message_id = %id, error = %e, "ingest failed; will retry");
-                    let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+                    let _ = msg
+                        .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                        .await;
                 }
             }
         }
@@ -195,19 +205,31 @@ impl JetStreamQueue {
                     best: None,
                 }),
             };
-            create_json(&b.recipients, &recipient_key(&record.id, idx as u32), &entry).await?;
+            create_json(
+                &b.recipients,
+                &recipient_key(&record.id, idx as u32),
+                &entry,
+            )
+            .await?;
         }
         let lane = record.priority.lane();
         let mut acks = Vec::new();
         for idx in 0..record.recipients.len() as u32 {
             let mut headers = HeaderMap::new();
             headers.insert("Nats-Msg-Id", format!("job.{}.{idx}", record.id).as_str());
-            let payload = serde_json::to_vec(&JobRef { id: record.id.clone(), idx })
-                .map_err(|e| backend("job", e))?;
+            let payload = serde_json::to_vec(&JobRef {
+                id: record.id.clone(),
+                idx,
+            })
+            .map_err(|e| backend("job", e))?;
             let ack = self
                 .engine
                 .js
-                .publish_with_headers(self.engine.subjects.jobs(lane), headers, Bytes::from(payload))
+                .publish_with_headers(
+                    self.engine.subjects.jobs(lane),
+                    headers,
+                    Bytes::from(payload),
+                )
                 .await
                 .map_err(|e| backend("job publish", e))?;
             acks.push(ack);
@@ -232,7 +254,9 @@ impl JetStreamQueue {
         if let Some(r) = self.records.lock().ok().and_then(|c| c.get(id).cloned()) {
             return Ok(Some(r));
         }
-        let Some((record, _)) = get_json::<MessageRecord>(&self.engine.buckets.messages, id).await? else {
+        let Some((record, _)) =
+            get_json::<MessageRecord>(&self.engine.buckets.messages, id).await?
+        else {
             return Ok(None);
         };
         let record = Arc::new(record);
@@ -299,7 +323,11 @@ impl JobQueue for Arc<JetStreamQueue> {
             };
             let loaded = async {
                 let record = self.record(&job.id).await?;
-                let entry = get_json::<RecipientEntry>(&self.engine.buckets.recipients, &recipient_key(&job.id, job.idx)).await?;
+                let entry = get_json::<RecipientEntry>(
+                    &self.engine.buckets.recipients,
+                    &recipient_key(&job.id, job.idx),
+                )
+                .await?;
                 StoreResult::Ok((record, entry.map(|(e, _)| e)))
             }
             .await;
@@ -312,7 +340,9 @@ impl JobQueue for Arc<JetStreamQueue> {
                 }
                 Err(e) => {
                     tracing::warn!(message_id = %job.id, error = %e, "cannot load job; retrying later");
-                    let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+                    let _ = msg
+                        .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                        .await;
                     continue;
                 }
             };
@@ -323,7 +353,9 @@ impl JobQueue for Arc<JetStreamQueue> {
             };
             let early = state.due_at - now_ms();
             if early > 20 {
-                let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_millis(early as u64)))).await;
+                let _ = msg
+                    .ack_with(AckKind::Nak(Some(Duration::from_millis(early as u64))))
+                    .await;
                 continue;
             }
             let message = Arc::new(msg);
@@ -337,7 +369,10 @@ impl JobQueue for Arc<JetStreamQueue> {
             })
             .abort_handle();
             return Some(Lease::new(
-                Job { message: record, state },
+                Job {
+                    message: record,
+                    state,
+                },
                 Box::new(NatsSettler { message, keepalive }),
             ));
         }

@@ -92,7 +92,10 @@ pub(crate) fn recipient_key(message_id: &str, idx: u32) -> String {
 }
 
 /// Reads a JSON value, treating deleted keys as absent.
-pub(crate) async fn get_json<T: DeserializeOwned>(store: &kv::Store, key: &str) -> StoreResult<Option<(T, u64)>> {
+pub(crate) async fn get_json<T: DeserializeOwned>(
+    store: &kv::Store,
+    key: &str,
+) -> StoreResult<Option<(T, u64)>> {
     let entry = store.entry(key).await.map_err(|e| backend("kv read", e))?;
     match entry {
         Some(e) if e.operation == kv::Operation::Put => {
@@ -122,11 +125,21 @@ where
         };
         let bytes = Bytes::from(serde_json::to_vec(&next).map_err(|e| corrupt(key, e))?);
         let written = match revision {
-            Some(rev) => store.update(key, bytes, rev).await.map(|_| ()).map_err(|e| {
-                (e.kind() == kv::UpdateErrorKind::WrongLastRevision, e.to_string())
-            }),
+            Some(rev) => store
+                .update(key, bytes, rev)
+                .await
+                .map(|_| ())
+                .map_err(|e| {
+                    (
+                        e.kind() == kv::UpdateErrorKind::WrongLastRevision,
+                        e.to_string(),
+                    )
+                }),
             None => store.create(key, bytes).await.map(|_| ()).map_err(|e| {
-                (e.kind() == kv::CreateErrorKind::AlreadyExists, e.to_string())
+                (
+                    e.kind() == kv::CreateErrorKind::AlreadyExists,
+                    e.to_string(),
+                )
             }),
         };
         match written {
@@ -135,11 +148,17 @@ where
             Err((false, e)) => return Err(backend("kv write", e)),
         }
     }
-    Err(StoreError::Unavailable(format!("{key}: too much contention")))
+    Err(StoreError::Unavailable(format!(
+        "{key}: too much contention"
+    )))
 }
 
 /// Creates `key` unless it exists; `false` if it already did.
-pub(crate) async fn create_json<T: Serialize>(store: &kv::Store, key: &str, value: &T) -> StoreResult<bool> {
+pub(crate) async fn create_json<T: Serialize>(
+    store: &kv::Store,
+    key: &str,
+    value: &T,
+) -> StoreResult<bool> {
     let bytes = Bytes::from(serde_json::to_vec(value).map_err(|e| corrupt(key, e))?);
     match store.create(key, bytes).await {
         Ok(_) => Ok(true),
@@ -157,6 +176,10 @@ pub struct NatsStore {
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).map(|v| v.as_str())
+}
+
+fn seq_of(m: &jetstream::message::StreamMessage) -> u64 {
+    header(&m.headers, HEADER_SEQ).and_then(|s| s.parse().ok()).unwrap_or(0)
 }
 
 /// Which sequenced stream a history call is about.
@@ -178,7 +201,11 @@ impl NatsStore {
             .get_stream(&engine.names.topics)
             .await
             .map_err(|e| backend("topics stream", e))?;
-        Ok(NatsStore { engine, inbox, topics })
+        Ok(NatsStore {
+            engine,
+            inbox,
+            topics,
+        })
     }
 
     fn stream(&self, kind: Kind) -> &stream::Stream {
@@ -202,73 +229,113 @@ impl NatsStore {
         }
     }
 
+    /// The newest seq of a subject: its last entry's, or (once every entry has aged out)
+    /// the one remembered in the head bucket.
     async fn head(&self, kind: Kind, name: &str) -> StoreResult<u64> {
-        Ok(get_json::<u64>(&self.engine.buckets.heads, &Self::head_key(kind, name))
-            .await?
-            .map_or(0, |(h, _)| h))
+        let subject = self.subject(kind, name);
+        match self.stream(kind).direct_get_last_for_subject(subject).await {
+            Ok(last) => Ok(seq_of(&last)),
+            Err(e) if matches!(e.kind(), stream::DirectGetErrorKind::NotFound) => {
+                Ok(get_json::<u64>(&self.engine.buckets.heads, &Self::head_key(kind, name))
+                    .await?
+                    .map_or(0, |(h, _)| h))
+            }
+            Err(e) => Err(backend("history read", e)),
+        }
     }
 
+    /// Appends under optimistic concurrency: the publish names the subject's last stream
+    /// sequence, so two writers cannot both take the same seq, and a repeat of the same
+    /// message id is a JetStream duplicate that returns the seq it already has.
     async fn append(&self, kind: Kind, name: &str, content: &MessageContent, expires_at: Option<i64>) -> StoreResult<u64> {
         let subject = self.subject(kind, name);
         let stream = self.stream(kind);
-        // The usual retry case: the last entry is this message already.
-        if let Ok(last) = stream.direct_get_last_for_subject(subject.clone()).await
-            && header(&last.headers, HEADER_ID) == Some(content.id.as_str())
-            && let Some(seq) = header(&last.headers, HEADER_SEQ).and_then(|s| s.parse().ok())
-        {
-            return Ok(seq);
-        }
         let head_key = Self::head_key(kind, name);
-        let seq = modify::<u64, u64>(&self.engine.buckets.heads, &head_key, |h| {
-            let next = h.unwrap_or(0) + 1;
-            Ok((Some(next), next))
-        })
-        .await?;
-        let mut headers = HeaderMap::new();
-        headers.insert(MSG_ID, format!("{head_key}.{}", content.id).as_str());
-        headers.insert(HEADER_SEQ, seq.to_string().as_str());
-        headers.insert(HEADER_ID, content.id.as_str());
-        if let Some(at) = expires_at {
-            headers.insert(HEADER_EXPIRES, at.to_string().as_str());
-        }
         let payload = Bytes::from(serde_json::to_vec(content).map_err(|e| corrupt("content", e))?);
-        let ack = self
-            .engine
-            .js
-            .publish_with_headers(subject, headers, payload)
-            .await
-            .map_err(|e| backend("history publish", e))?
-            .await
-            .map_err(|e| backend("history ack", e))?;
-        if ack.duplicate {
-            // Appended before (the bumped seq stays unused): answer the seq it got then.
-            let original = stream
-                .direct_get(ack.sequence)
-                .await
-                .map_err(|e| backend("history read", e))?;
-            return header(&original.headers, HEADER_SEQ)
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| corrupt("history entry", "no seq header"));
+        for _ in 0..50 {
+            let (last_stream_seq, last_seq) = match stream.direct_get_last_for_subject(subject.clone()).await {
+                Ok(last) => {
+                    if header(&last.headers, HEADER_ID) == Some(content.id.as_str()) {
+                        return Ok(seq_of(&last));
+                    }
+                    (last.sequence, seq_of(&last))
+                }
+                Err(e) if matches!(e.kind(), stream::DirectGetErrorKind::NotFound) => {
+                    let kept = get_json::<u64>(&self.engine.buckets.heads, &head_key).await?;
+                    (0, kept.map_or(0, |(h, _)| h))
+                }
+                Err(e) => return Err(backend("history read", e)),
+            };
+            let seq = last_seq + 1;
+            let mut publish = jetstream::message::PublishMessage::build()
+                .payload(payload.clone())
+                .message_id(format!("{head_key}.{}", content.id))
+                .expected_last_subject_sequence(last_stream_seq)
+                .header(HEADER_SEQ, seq.to_string().as_str())
+                .header(HEADER_ID, content.id.as_str());
+            if let Some(at) = expires_at {
+                publish = publish.header(HEADER_EXPIRES, at.to_string().as_str());
+            }
+            let sent = self.engine.js.send_publish(subject.clone(), publish).await;
+            let acked = match sent {
+                Ok(future) => future.await,
+                Err(e) => Err(e),
+            };
+            match acked {
+                Ok(ack) if ack.duplicate => {
+                    let original = stream
+                        .direct_get(ack.sequence)
+                        .await
+                        .map_err(|e| backend("history read", e))?;
+                    return Ok(seq_of(&original));
+                }
+                Ok(_) => {
+                    // Remembered for when every entry has aged out; best effort.
+                    let _ = modify::<u64, ()>(&self.engine.buckets.heads, &head_key, |h| {
+                        Ok((h.is_none_or(|h| h < seq).then_some(seq), ()))
+                    })
+                    .await;
+                    return Ok(seq);
+                }
+                Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => continue,
+                Err(e) => return Err(backend("history publish", e)),
+            }
         }
-        Ok(seq)
+        Err(StoreError::Unavailable(format!("{subject}: too much contention")))
     }
 
     /// Entries of one subject with `seq > since`, oldest first, plus the first seq kept.
-    async fn read(&self, kind: Kind, name: &str, since: u64, limit: usize) -> StoreResult<HistoryPage> {
+    async fn read(
+        &self,
+        kind: Kind,
+        name: &str,
+        since: u64,
+        limit: usize,
+    ) -> StoreResult<HistoryPage> {
         let head = self.head(kind, name).await?;
         if head <= since || limit == 0 {
-            return Ok(HistoryPage { entries: Vec::new(), head, complete: true });
+            return Ok(HistoryPage {
+                entries: Vec::new(),
+                head,
+                complete: true,
+            });
         }
         let subject = self.subject(kind, name);
         let stream = self.stream(kind);
         let parse_seq = |m: &jetstream::message::StreamMessage| -> u64 {
-            header(&m.headers, HEADER_SEQ).and_then(|s| s.parse().ok()).unwrap_or(0)
+            header(&m.headers, HEADER_SEQ)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0)
         };
         let first = match stream.direct_get_first_for_subject(subject.clone()).await {
             Ok(m) => m,
             Err(e) if matches!(e.kind(), stream::DirectGetErrorKind::NotFound) => {
                 // Everything was trimmed or expired.
-                return Ok(HistoryPage { entries: Vec::new(), head, complete: false });
+                return Ok(HistoryPage {
+                    entries: Vec::new(),
+                    head,
+                    complete: false,
+                });
             }
             Err(e) => return Err(backend("history read", e)),
         };
@@ -283,7 +350,11 @@ impl NatsStore {
                 .await
                 .map_err(|e| backend("history read", e))?;
             if parse_seq(&last) <= since {
-                return Ok(HistoryPage { entries: Vec::new(), head, complete });
+                return Ok(HistoryPage {
+                    entries: Vec::new(),
+                    head,
+                    complete,
+                });
             }
             // Invariant: the entry at-or-after `lo` is <= since, the one at-or-after `hi` is past it.
             let (mut lo, mut hi) = (first.sequence, last.sequence);
@@ -308,7 +379,10 @@ impl NatsStore {
             if entries.len() >= limit {
                 break;
             }
-            let m = match stream.direct_get_next_for_subject(subject.clone(), Some(from)).await {
+            let m = match stream
+                .direct_get_next_for_subject(subject.clone(), Some(from))
+                .await
+            {
                 Ok(m) => m,
                 Err(e) if matches!(e.kind(), stream::DirectGetErrorKind::NotFound) => break,
                 Err(e) => return Err(backend("history read", e)),
@@ -326,39 +400,63 @@ impl NatsStore {
             entries.push((seq, content));
         }
         entries.sort_by_key(|(seq, _)| *seq);
-        Ok(HistoryPage { entries, head, complete })
+        Ok(HistoryPage {
+            entries,
+            head,
+            complete,
+        })
     }
 
     async fn recipient(&self, message_id: &str, idx: u32) -> StoreResult<Option<RecipientEntry>> {
-        Ok(get_json(&self.engine.buckets.recipients, &recipient_key(message_id, idx))
+        Ok(get_json(
+            &self.engine.buckets.recipients,
+            &recipient_key(message_id, idx),
+        )
+        .await?
+        .map(|(v, _)| v))
+    }
+
+    async fn record(&self, id: &str) -> StoreResult<Option<MessageRecord>> {
+        Ok(get_json(&self.engine.buckets.messages, id)
             .await?
             .map(|(v, _)| v))
     }
 
-    async fn record(&self, id: &str) -> StoreResult<Option<MessageRecord>> {
-        Ok(get_json(&self.engine.buckets.messages, id).await?.map(|(v, _)| v))
-    }
-
     async fn claimed(&self, key: &str, hash: &str) -> StoreResult<Option<AcceptOutcome>> {
-        Ok(get_json::<IdempotencyEntry>(&self.engine.buckets.idempotency, &idempotency_key(key))
-            .await?
-            .map(|(e, _)| {
-                if e.hash == hash {
-                    AcceptOutcome::Duplicate { message_id: e.id, recipients: e.recipients }
-                } else {
-                    AcceptOutcome::Conflict
-                }
-            }))
+        Ok(
+            get_json::<IdempotencyEntry>(&self.engine.buckets.idempotency, &idempotency_key(key))
+                .await?
+                .map(|(e, _)| {
+                    if e.hash == hash {
+                        AcceptOutcome::Duplicate {
+                            message_id: e.id,
+                            recipients: e.recipients,
+                        }
+                    } else {
+                        AcceptOutcome::Conflict
+                    }
+                }),
+        )
     }
 
     /// Remembers a key's answer (first writer wins).
-    pub(crate) async fn claim(&self, key: &str, hash: &str, record: &MessageRecord) -> StoreResult<()> {
+    pub(crate) async fn claim(
+        &self,
+        key: &str,
+        hash: &str,
+        record: &MessageRecord,
+    ) -> StoreResult<()> {
         let entry = IdempotencyEntry {
             hash: hash.to_string(),
             id: record.id.clone(),
             recipients: record.recipients.len(),
         };
-        create_json(&self.engine.buckets.idempotency, &idempotency_key(key), &entry).await?;
+        create_json(
+            &self.engine.buckets.idempotency,
+            &idempotency_key(key),
+            &entry,
+        )
+        .await?;
         Ok(())
     }
 }
@@ -367,7 +465,11 @@ impl NatsStore {
 impl Store for NatsStore {
     /// Publishes the record to the ingest stream; `Ok` once JetStream acked it. The same
     /// idempotency key publishes with the same `Nats-Msg-Id`, so concurrent repeats collapse.
-    async fn accept(&self, record: &MessageRecord, claim: Option<IdempotencyClaim>) -> StoreResult<AcceptOutcome> {
+    async fn accept(
+        &self,
+        record: &MessageRecord,
+        claim: Option<IdempotencyClaim>,
+    ) -> StoreResult<AcceptOutcome> {
         let hash = claim.as_ref().map(|c| hex(&c.body_hash));
         if let (Some(c), Some(h)) = (&claim, &hash)
             && let Some(prior) = self.claimed(&c.key, h).await?
@@ -411,7 +513,13 @@ impl Store for NatsStore {
         Ok(AcceptOutcome::Created)
     }
 
-    async fn advance(&self, message_id: &str, idx: u32, attempt: Option<AttemptRecord>, next: JobNext) -> StoreResult<()> {
+    async fn advance(
+        &self,
+        message_id: &str,
+        idx: u32,
+        attempt: Option<AttemptRecord>,
+        next: JobNext,
+    ) -> StoreResult<()> {
         let key = recipient_key(message_id, idx);
         modify::<RecipientEntry, ()>(&self.engine.buckets.recipients, &key, |entry| {
             let Some(mut e) = entry else {
@@ -501,13 +609,17 @@ impl Store for NatsStore {
                 continue;
             }
             let key = recipient_key(id, idx as u32);
-            modify::<RecipientEntry, ()>(&self.engine.buckets.recipients, &key, |entry| match entry {
-                Some(mut e) if e.read_at.is_none() => {
-                    e.read_at = Some(at);
-                    Ok((Some(e), ()))
-                }
-                _ => Ok((None, ())),
-            })
+            modify::<RecipientEntry, ()>(
+                &self.engine.buckets.recipients,
+                &key,
+                |entry| match entry {
+                    Some(mut e) if e.read_at.is_none() => {
+                        e.read_at = Some(at);
+                        Ok((Some(e), ()))
+                    }
+                    _ => Ok((None, ())),
+                },
+            )
             .await?;
         }
         Ok(())
@@ -525,12 +637,16 @@ impl Store for NatsStore {
     }
 
     async fn user(&self, id: &str) -> StoreResult<Option<UserProfile>> {
-        Ok(get_json(&self.engine.buckets.users, &encode_kv_key(id)).await?.map(|(v, _)| v))
+        Ok(get_json(&self.engine.buckets.users, &encode_kv_key(id))
+            .await?
+            .map(|(v, _)| v))
     }
 
     async fn delete_user(&self, id: &str) -> StoreResult<bool> {
         let key = encode_kv_key(id);
-        let existed = get_json::<UserProfile>(&self.engine.buckets.users, &key).await?.is_some();
+        let existed = get_json::<UserProfile>(&self.engine.buckets.users, &key)
+            .await?
+            .is_some();
         if existed {
             self.engine
                 .buckets
@@ -549,11 +665,21 @@ impl Store for NatsStore {
 
 #[async_trait]
 impl History for NatsStore {
-    async fn append_inbox(&self, user_id: &str, content: &MessageContent, expires_at: Option<i64>) -> StoreResult<u64> {
+    async fn append_inbox(
+        &self,
+        user_id: &str,
+        content: &MessageContent,
+        expires_at: Option<i64>,
+    ) -> StoreResult<u64> {
         self.append(Kind::Inbox, user_id, content, expires_at).await
     }
 
-    async fn read_inbox(&self, user_id: &str, since: u64, limit: usize) -> StoreResult<HistoryPage> {
+    async fn read_inbox(
+        &self,
+        user_id: &str,
+        since: u64,
+        limit: usize,
+    ) -> StoreResult<HistoryPage> {
         self.read(Kind::Inbox, user_id, since, limit).await
     }
 
