@@ -2,6 +2,7 @@
 //! flags, loads config, starts tracing, binds and wires signals; everything after the bind
 //! happens here.
 
+pub mod cluster;
 pub mod ops;
 pub mod serve;
 

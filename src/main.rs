@@ -43,6 +43,18 @@ enum Command {
         #[arg(long)]
         data_dir: Option<String>,
     },
+    /// The HTTP API and delivery workers (cluster engine: needs HERALD_NATS_URL).
+    Dispatcher {
+        /// Address for the API (HERALD_API_LISTEN).
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// WebSocket sessions (cluster engine: needs HERALD_NATS_URL).
+    Gateway {
+        /// Address for /ws (HERALD_WS_LISTEN).
+        #[arg(long)]
+        listen: Option<String>,
+    },
     /// Mint a client token with the configured secret.
     Token {
         #[arg(long)]
@@ -263,43 +275,117 @@ fn main() -> ExitCode {
             if let Err(e) = config.validate(Role::Serve) {
                 return fail(e);
             }
-            if config.nats_url.is_some() {
-                return fail(
-                    "HERALD_NATS_URL is set, but 'herald serve' on the cluster engine is not available in this build; unset it to use the embedded engine",
-                );
-            }
-            init_tracing(config.log_format);
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => return fail(format!("cannot start the runtime: {e}")),
-            };
-            runtime.block_on(async move {
-                let listener = match TcpListener::bind(config.listen).await {
-                    Ok(l) => l,
-                    Err(e) => return fail(format!("cannot bind {}: {e}", config.listen)),
-                };
-                let addr = listener.local_addr().unwrap_or(config.listen);
-                tracing::info!(data_dir = %config.data_dir.display(), "listening on http://{addr}");
-                if dev {
-                    dev_banner(&config, addr, generated);
-                }
-                let shutdown = CancellationToken::new();
-                wire_signals(shutdown.clone());
-                match herald::serve::run(config, listener, install_metrics(), shutdown).await {
-                    Ok(()) => ExitCode::SUCCESS,
-                    Err(e) => {
-                        tracing::error!(error = %e, "herald stopped");
-                        eprintln!("herald: {e:#}");
-                        ExitCode::FAILURE
+            let listen = config.listen;
+            run_role(
+                config,
+                listen,
+                move |config, addr| {
+                    if dev {
+                        dev_banner(config, addr, generated);
                     }
-                }
-            })
+                },
+                |config, listener, metrics, shutdown| {
+                    Box::pin(herald::serve::run(config, listener, metrics, shutdown))
+                },
+            )
+        }
+        Command::Dispatcher { listen } => {
+            let flags: Vec<_> = listen
+                .map(|l| (config::ENV_API_LISTEN, l))
+                .into_iter()
+                .collect();
+            let config = match load_for(cli.config.as_ref(), &flags, Role::Dispatcher) {
+                Ok(c) => c,
+                Err(e) => return fail(e),
+            };
+            let listen = config.api_listen;
+            run_role(
+                config,
+                listen,
+                |_, _| {},
+                |config, listener, metrics, shutdown| {
+                    Box::pin(herald::cluster::run_dispatcher(
+                        config, listener, metrics, shutdown,
+                    ))
+                },
+            )
+        }
+        Command::Gateway { listen } => {
+            let flags: Vec<_> = listen
+                .map(|l| (config::ENV_WS_LISTEN, l))
+                .into_iter()
+                .collect();
+            let config = match load_for(cli.config.as_ref(), &flags, Role::Gateway) {
+                Ok(c) => c,
+                Err(e) => return fail(e),
+            };
+            let listen = config.ws_listen;
+            run_role(
+                config,
+                listen,
+                |_, _| {},
+                |config, listener, metrics, shutdown| {
+                    Box::pin(herald::cluster::run_gateway(
+                        config, listener, metrics, shutdown,
+                    ))
+                },
+            )
         }
     }
+}
+
+fn load_for(
+    file: Option<&PathBuf>,
+    flags: &[(&'static str, String)],
+    role: Role,
+) -> Result<Config, String> {
+    let config = load(file, flags)?;
+    config.validate(role).map_err(|e| e.to_string())?;
+    Ok(config)
+}
+
+type RoleFuture = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>;
+
+/// Starts tracing and the runtime, binds `listen`, wires signals and runs the role.
+fn run_role(
+    config: Config,
+    listen: SocketAddr,
+    on_bound: impl FnOnce(&Config, SocketAddr),
+    role: impl FnOnce(Config, TcpListener, Option<PrometheusHandle>, CancellationToken) -> RoleFuture,
+) -> ExitCode {
+    init_tracing(config.log_format);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("cannot start the runtime: {e}")),
+    };
+    runtime.block_on(async move {
+        let listener = match TcpListener::bind(listen).await {
+            Ok(l) => l,
+            Err(e) => return fail(format!("cannot bind {listen}: {e}")),
+        };
+        let addr = listener.local_addr().unwrap_or(listen);
+        let engine = if config.nats_url.is_some() {
+            "nats"
+        } else {
+            "embedded"
+        };
+        tracing::info!(engine, data_dir = %config.data_dir.display(), "listening on http://{addr}");
+        on_bound(&config, addr);
+        let shutdown = CancellationToken::new();
+        wire_signals(shutdown.clone());
+        match role(config, listener, install_metrics(), shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %e, "herald stopped");
+                eprintln!("herald: {e:#}");
+                ExitCode::FAILURE
+            }
+        }
+    })
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! `herald serve`: dispatcher and gateway in one process on the embedded engine
-//! (in-process bus + SQLite), API and `/ws` on one listener.
+//! `herald serve`: dispatcher and gateway in one process, API and `/ws` on one listener,
+//! on the embedded engine (in-process bus + SQLite) — or on NATS when `HERALD_NATS_URL` is set.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +47,9 @@ pub async fn run(
     metrics: Option<PrometheusHandle>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    if config.nats_url.is_some() {
+        return crate::cluster::run_serve(config, listener, metrics, shutdown).await;
+    }
     let store = SqliteStore::open(
         &config.data_dir,
         SqliteOptions {

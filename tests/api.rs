@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{Api, Herald, Smtp};
+use support::{Api, Engine, Herald, Smtp};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -43,9 +43,8 @@ async fn raw(
     Api::answer(rb).await
 }
 
-#[tokio::test]
-async fn every_error_is_json_with_its_status() {
-    let h = Herald::start();
+async fn every_error_is_json_with_its_status(engine: Engine) {
+    let h = Herald::on(engine).start();
     let api = h.api();
     let json_ct = Some("application/json");
 
@@ -152,10 +151,11 @@ async fn every_error_is_json_with_its_status() {
     );
 }
 
-#[tokio::test]
-async fn idempotency_keys_send_once_and_refuse_a_changed_body() {
+async fn idempotency_keys_send_once_and_refuse_a_changed_body(engine: Engine) {
     let smtp = Smtp::start();
-    let h = Herald::builder().env("HERALD_SMTP_URL", smtp.url()).start();
+    let h = Herald::on(engine)
+        .env("HERALD_SMTP_URL", smtp.url())
+        .start();
     let api = h.api();
     let body = json!({"to": [{"user_id": "ann", "email": "ann@example.com"}], "title": "Receipt", "channels": ["email"]});
     let send = |b: Value, key: &'static str| {
@@ -223,9 +223,8 @@ async fn idempotency_keys_send_once_and_refuse_a_changed_body() {
     assert_eq!(mails.len(), 2, "{subjects:?}");
 }
 
-#[tokio::test]
-async fn users_can_be_stored_read_and_deleted() {
-    let h = Herald::start();
+async fn users_can_be_stored_read_and_deleted(engine: Engine) {
+    let h = Herald::on(engine).start();
     let api = h.api();
     let profile = json!({"email": "ann@example.com", "phone": "+15550001111", "locale": "fr-FR",
                          "timezone": "Europe/Paris", "preferences": {"email": true, "sms": false}});
@@ -248,9 +247,8 @@ async fn users_can_be_stored_read_and_deleted() {
     assert_eq!(api.get("/v1/users/ann.smith@corp").await.status, 404);
 }
 
-#[tokio::test]
-async fn rate_limited_keys_get_429_with_retry_after() {
-    let h = Herald::builder().env("HERALD_API_RATE_LIMIT", "5").start();
+async fn rate_limited_keys_get_429_with_retry_after(engine: Engine) {
+    let h = Herald::on(engine).env("HERALD_API_RATE_LIMIT", "5").start();
     let api = h.api();
     let mut statuses = Vec::new();
     for _ in 0..30 {
@@ -281,6 +279,7 @@ async fn rate_limited_keys_get_429_with_retry_after() {
 
 #[tokio::test]
 async fn a_locked_store_answers_503_and_loses_nothing() {
+    // Embedded engine only: the store is a SQLite file another process can lock.
     let h = Herald::builder()
         .env("HERALD_SQLITE_BUSY_MS", "300")
         .start();
@@ -321,9 +320,8 @@ async fn a_locked_store_answers_503_and_loses_nothing() {
     assert_ne!(api.wait_final(&id, WAIT).await["status"], "pending");
 }
 
-#[tokio::test]
-async fn operations_endpoints() {
-    let h = Herald::start();
+async fn operations_endpoints(engine: Engine) {
+    let h = Herald::on(engine).start();
     let api = h.api();
     let plain = |path: &str| Api::answer(api.http.get(api.url(path)));
     assert_eq!(plain("/healthz").await.status, 200);
@@ -352,3 +350,11 @@ async fn operations_endpoints() {
         assert!(text.contains(needle), "metrics lack {needle}:\n{text}");
     }
 }
+
+on_both_engines!(
+    every_error_is_json_with_its_status,
+    idempotency_keys_send_once_and_refuse_a_changed_body,
+    users_can_be_stored_read_and_deleted,
+    rate_limited_keys_get_429_with_retry_after,
+    operations_endpoints,
+);

@@ -6,15 +6,14 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{Frame, Herald, Smtp, attempts, pairs};
+use support::{Engine, Frame, Herald, Smtp, attempts, pairs};
 use wiremock::matchers::{body_json, body_string_contains, header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-#[tokio::test]
-async fn online_user_who_acks_gets_it_in_app() {
-    let h = Herald::start();
+async fn online_user_who_acks_gets_it_in_app(engine: Engine) {
+    let h = Herald::on(engine).start();
     let api = h.api();
     let mut client = h.connect("alice").await;
     assert_eq!(client.welcome["type"], "welcome");
@@ -44,10 +43,9 @@ async fn online_user_who_acks_gets_it_in_app() {
     assert_eq!(attempts(&m, 0), pairs(&[("in_app", "acked")]));
 }
 
-#[tokio::test]
-async fn offline_user_gets_email_after_offline_in_app() {
+async fn offline_user_gets_email_after_offline_in_app(engine: Engine) {
     let smtp = Smtp::start();
-    let h = Herald::builder()
+    let h = Herald::on(engine)
         .env("HERALD_SMTP_URL", smtp.url())
         .env("HERALD_SMTP_FROM", "Herald <noreply@herald.test>")
         .start();
@@ -98,10 +96,11 @@ async fn offline_user_gets_email_after_offline_in_app() {
     );
 }
 
-#[tokio::test]
-async fn inline_contact_overrides_the_profile() {
+async fn inline_contact_overrides_the_profile(engine: Engine) {
     let smtp = Smtp::start();
-    let h = Herald::builder().env("HERALD_SMTP_URL", smtp.url()).start();
+    let h = Herald::on(engine)
+        .env("HERALD_SMTP_URL", smtp.url())
+        .start();
     let api = h.api();
     api.put_user("bob", json!({"email": "old@example.com"}))
         .await;
@@ -124,8 +123,7 @@ async fn generic_sms(server: &MockServer) -> Vec<Value> {
         .collect()
 }
 
-#[tokio::test]
-async fn silent_session_times_out_then_sms() {
+async fn silent_session_times_out_then_sms(engine: Engine) {
     let sms = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path("/"))
@@ -137,7 +135,7 @@ async fn silent_session_times_out_then_sms() {
         .expect(1)
         .mount(&sms)
         .await;
-    let h = Herald::builder()
+    let h = Herald::on(engine)
         .env("HERALD_SMS_URL", sms.uri())
         .env("HERALD_SMS_TOKEN", "sms-token")
         .env("HERALD_SMS_FROM", "+15559990000")
@@ -165,8 +163,7 @@ async fn silent_session_times_out_then_sms() {
     sms.verify().await;
 }
 
-#[tokio::test]
-async fn transient_sms_errors_retry_until_sent_once() {
+async fn transient_sms_errors_retry_until_sent_once(engine: Engine) {
     let sms = MockServer::start().await;
     Mock::given(method("POST"))
         .respond_with(ResponseTemplate::new(503))
@@ -179,7 +176,7 @@ async fn transient_sms_errors_retry_until_sent_once() {
         .with_priority(2)
         .mount(&sms)
         .await;
-    let h = Herald::builder().env("HERALD_SMS_URL", sms.uri()).start();
+    let h = Herald::on(engine).env("HERALD_SMS_URL", sms.uri()).start();
     let api = h.api();
     let id = api
         .send(json!({"to": [{"user_id": "dan", "phone": "+15550002222"}], "body": "code 1234", "channels": ["sms"]}))
@@ -203,8 +200,7 @@ async fn transient_sms_errors_retry_until_sent_once() {
     );
 }
 
-#[tokio::test]
-async fn permanent_sms_error_moves_to_the_next_channel() {
+async fn permanent_sms_error_moves_to_the_next_channel(engine: Engine) {
     let smtp = Smtp::start();
     let sms = MockServer::start().await;
     Mock::given(method("POST"))
@@ -212,7 +208,7 @@ async fn permanent_sms_error_moves_to_the_next_channel() {
         .expect(1)
         .mount(&sms)
         .await;
-    let h = Herald::builder()
+    let h = Herald::on(engine)
         .env("HERALD_SMS_URL", sms.uri())
         .env("HERALD_SMTP_URL", smtp.url())
         .start();
@@ -242,8 +238,7 @@ async fn permanent_sms_error_moves_to_the_next_channel() {
     sms.verify().await;
 }
 
-#[tokio::test]
-async fn twilio_provider_shape() {
+async fn twilio_provider_shape(engine: Engine) {
     let sms = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path("/2010-04-01/Accounts/AC123/Messages.json"))
@@ -259,7 +254,7 @@ async fn twilio_provider_shape() {
         .expect(1)
         .mount(&sms)
         .await;
-    let h = Herald::builder()
+    let h = Herald::on(engine)
         .env("HERALD_SMS_PROVIDER", "twilio")
         .env("HERALD_SMS_URL", sms.uri())
         .env("HERALD_SMS_ACCOUNT", "AC123")
@@ -281,9 +276,8 @@ async fn twilio_provider_shape() {
     sms.verify().await;
 }
 
-#[tokio::test]
-async fn no_address_or_opted_out_is_skipped_and_failed() {
-    let h = Herald::start();
+async fn no_address_or_opted_out_is_skipped_and_failed(engine: Engine) {
+    let h = Herald::on(engine).start();
     let api = h.api();
     api.put_user(
         "gus",
@@ -311,9 +305,8 @@ async fn no_address_or_opted_out_is_skipped_and_failed() {
     assert!(details[2].contains("no phone"), "{details:?}");
 }
 
-#[tokio::test]
-async fn without_providers_mail_and_sms_go_to_the_outbox() {
-    let h = Herald::start();
+async fn without_providers_mail_and_sms_go_to_the_outbox(engine: Engine) {
+    let h = Herald::on(engine).start();
     let api = h.api();
     let id = api
         .send(json!({"to": [{"user_id": "hal", "email": "hal@example.com", "phone": "+15550005555"}],
@@ -336,10 +329,11 @@ async fn without_providers_mail_and_sms_go_to_the_outbox() {
     assert_eq!(line["text"], "Outbox: filed");
 }
 
-#[tokio::test]
-async fn strategy_all_uses_every_channel_and_every_session_gets_it() {
+async fn strategy_all_uses_every_channel_and_every_session_gets_it(engine: Engine) {
     let smtp = Smtp::start();
-    let h = Herald::builder().env("HERALD_SMTP_URL", smtp.url()).start();
+    let h = Herald::on(engine)
+        .env("HERALD_SMTP_URL", smtp.url())
+        .start();
     let api = h.api();
     let mut phone = h.connect("ivy").await;
     let mut laptop = h.connect("ivy").await;
@@ -366,10 +360,11 @@ async fn strategy_all_uses_every_channel_and_every_session_gets_it() {
     assert_eq!(smtp.wait_mails(1, WAIT).await.len(), 1);
 }
 
-#[tokio::test]
-async fn many_recipients_each_get_their_own_fate() {
+async fn many_recipients_each_get_their_own_fate(engine: Engine) {
     let smtp = Smtp::start();
-    let h = Herald::builder().env("HERALD_SMTP_URL", smtp.url()).start();
+    let h = Herald::on(engine)
+        .env("HERALD_SMTP_URL", smtp.url())
+        .start();
     let api = h.api();
     let client = h.connect("online").await;
     let mut frames = client.auto_ack();
@@ -406,14 +401,13 @@ async fn many_recipients_each_get_their_own_fate() {
     }
 }
 
-#[tokio::test]
-async fn a_message_past_its_ttl_expires() {
+async fn a_message_past_its_ttl_expires(engine: Engine) {
     let sms = MockServer::start().await;
     Mock::given(method("POST"))
         .respond_with(ResponseTemplate::new(503))
         .mount(&sms)
         .await;
-    let h = Herald::builder()
+    let h = Herald::on(engine)
         .env("HERALD_SMS_URL", sms.uri())
         .env("HERALD_RETRY_ATTEMPTS", "100")
         .env("HERALD_RETRY_BASE_MS", "300")
@@ -432,8 +426,7 @@ async fn a_message_past_its_ttl_expires() {
     assert!(!attempts(&m, 0).is_empty());
 }
 
-#[tokio::test]
-async fn high_priority_is_not_queued_behind_a_low_flood() {
+async fn high_priority_is_not_queued_behind_a_low_flood(engine: Engine) {
     // A slow SMS provider: every request takes 150 ms. 2 slots per lane: 60 low messages
     // need at least 4.5 s to drain, while the high lane is free.
     let sms = MockServer::start().await;
@@ -441,7 +434,7 @@ async fn high_priority_is_not_queued_behind_a_low_flood() {
         .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_millis(150)))
         .mount(&sms)
         .await;
-    let h = Herald::builder()
+    let h = Herald::on(engine)
         .env("HERALD_SMS_URL", sms.uri())
         .env("HERALD_LANE_CONCURRENCY", "2")
         .start();
@@ -483,3 +476,19 @@ async fn high_priority_is_not_queued_behind_a_low_flood() {
     );
     assert_eq!(high_done["priority"], "high");
 }
+
+on_both_engines!(
+    online_user_who_acks_gets_it_in_app,
+    offline_user_gets_email_after_offline_in_app,
+    inline_contact_overrides_the_profile,
+    silent_session_times_out_then_sms,
+    transient_sms_errors_retry_until_sent_once,
+    permanent_sms_error_moves_to_the_next_channel,
+    twilio_provider_shape,
+    no_address_or_opted_out_is_skipped_and_failed,
+    without_providers_mail_and_sms_go_to_the_outbox,
+    strategy_all_uses_every_channel_and_every_session_gets_it,
+    many_recipients_each_get_their_own_fate,
+    a_message_past_its_ttl_expires,
+    high_priority_is_not_queued_behind_a_low_flood,
+);

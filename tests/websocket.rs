@@ -5,7 +5,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::json;
-use support::{Client, Frame, Herald, JWT_SECRET};
+use support::{Client, Engine, Frame, Herald, JWT_SECRET};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -25,9 +25,8 @@ fn hs256(claims: serde_json::Value) -> String {
     .unwrap()
 }
 
-#[tokio::test]
-async fn bad_tokens_are_refused_with_401_before_upgrade() {
-    let h = Herald::start();
+async fn bad_tokens_are_refused_with_401_before_upgrade(engine: Engine) {
+    let h = Herald::on(engine).start();
     let url = h.ws_url();
     let cases = [
         (url.clone(), "missing"),
@@ -95,9 +94,8 @@ async fn send_in_app(h: &Herald, user: &str, n: usize) -> Vec<String> {
     ids
 }
 
-#[tokio::test]
-async fn resume_replays_missed_messages_in_order() {
-    let h = Herald::start();
+async fn resume_replays_missed_messages_in_order(engine: Engine) {
+    let h = Herald::on(engine).start();
     let ids = send_in_app(&h, "kim", 5).await;
 
     let mut c = h.connect("kim").await;
@@ -132,9 +130,8 @@ async fn resume_replays_missed_messages_in_order() {
     );
 }
 
-#[tokio::test]
-async fn resume_says_incomplete_when_history_was_trimmed() {
-    let h = Herald::builder().env("HERALD_INBOX_LIMIT", "3").start();
+async fn resume_says_incomplete_when_history_was_trimmed(engine: Engine) {
+    let h = Herald::on(engine).env("HERALD_INBOX_LIMIT", "3").start();
     send_in_app(&h, "lee", 5).await;
     let mut c = h.connect("lee").await;
     c.send(json!({"type": "resume", "since": 1})).await;
@@ -150,9 +147,8 @@ async fn resume_says_incomplete_when_history_was_trimmed() {
     );
 }
 
-#[tokio::test]
-async fn live_messages_arrive_in_seq_order_and_resume_skips_them() {
-    let h = Herald::start();
+async fn live_messages_arrive_in_seq_order_and_resume_skips_them(engine: Engine) {
+    let h = Herald::on(engine).start();
     let api = h.api();
     let mut c = h.connect("max").await;
     let mut ids = Vec::new();
@@ -176,9 +172,8 @@ async fn live_messages_arrive_in_seq_order_and_resume_skips_them() {
     }
 }
 
-#[tokio::test]
-async fn topics_respect_token_claims_and_replay_history() {
-    let h = Herald::start();
+async fn topics_respect_token_claims_and_replay_history(engine: Engine) {
+    let h = Herald::on(engine).start();
     let api = h.api();
     let token = h.token("nia", &["news", "team.*"], Duration::from_secs(600));
     let mut c = Client::connect(&h.ws_url(), &token).await.unwrap();
@@ -242,9 +237,8 @@ async fn topics_respect_token_claims_and_replay_history() {
     assert_eq!(c.close_code(WAIT).await, Frame::Close(4003));
 }
 
-#[tokio::test]
-async fn malformed_frames_get_error_frames_and_the_session_lives() {
-    let h = Herald::start();
+async fn malformed_frames_get_error_frames_and_the_session_lives(engine: Engine) {
+    let h = Herald::on(engine).start();
     let mut c = h.connect("oli").await;
     for (text, code) in [
         ("not json", "invalid_json"),
@@ -276,9 +270,8 @@ async fn malformed_frames_get_error_frames_and_the_session_lives() {
 
 use futures::SinkExt;
 
-#[tokio::test]
-async fn an_oversized_frame_closes_with_1009() {
-    let h = Herald::builder()
+async fn an_oversized_frame_closes_with_1009(engine: Engine) {
+    let h = Herald::on(engine)
         .env("HERALD_MAX_FRAME_BYTES", "4096")
         .start();
     let mut c = h.connect("pam").await;
@@ -294,9 +287,8 @@ async fn an_oversized_frame_closes_with_1009() {
     assert_eq!(d.json().await["type"], "pong");
 }
 
-#[tokio::test]
-async fn too_many_sessions_for_one_user_closes_with_4009() {
-    let h = Herald::builder()
+async fn too_many_sessions_for_one_user_closes_with_4009(engine: Engine) {
+    let h = Herald::on(engine)
         .env("HERALD_MAX_SESSIONS_PER_USER", "2")
         .start();
     let _a = h.connect("quin").await;
@@ -313,9 +305,8 @@ async fn too_many_sessions_for_one_user_closes_with_4009() {
     assert_eq!(p.body, json!({"online": true, "sessions": 2}));
 }
 
-#[tokio::test]
-async fn a_client_that_cannot_keep_up_is_closed_with_4008() {
-    let h = Herald::builder()
+async fn a_client_that_cannot_keep_up_is_closed_with_4008(engine: Engine) {
+    let h = Herald::on(engine)
         .env("HERALD_SESSION_QUEUE_BYTES", "65536")
         .start();
     let api = h.api();
@@ -364,9 +355,8 @@ async fn a_client_that_cannot_keep_up_is_closed_with_4008() {
     assert_eq!(other.json().await["type"], "pong");
 }
 
-#[tokio::test]
-async fn a_silent_client_is_closed_after_two_heartbeats() {
-    let h = Herald::builder().env("HERALD_HEARTBEAT_S", "1").start();
+async fn a_silent_client_is_closed_after_two_heartbeats(engine: Engine) {
+    let h = Herald::on(engine).env("HERALD_HEARTBEAT_S", "1").start();
     let mut c = h.connect("tia").await;
     assert_eq!(c.welcome["heartbeat_s"], 1);
     // Do not read (so no pongs go back) for a while.
@@ -382,9 +372,8 @@ async fn a_silent_client_is_closed_after_two_heartbeats() {
     );
 }
 
-#[tokio::test]
-async fn an_expiring_token_closes_the_session_with_4001() {
-    let h = Herald::start();
+async fn an_expiring_token_closes_the_session_with_4001(engine: Engine) {
+    let h = Herald::on(engine).start();
     let token = h.token("uma", &[], Duration::from_secs(2));
     let mut c = Client::connect(&h.ws_url(), &token).await.unwrap();
     assert_eq!(
@@ -393,18 +382,16 @@ async fn an_expiring_token_closes_the_session_with_4001() {
     );
 }
 
-#[tokio::test]
-async fn shutdown_closes_sessions_with_1012_and_exits_cleanly() {
-    let mut h = Herald::builder().env("HERALD_DRAIN_S", "1").start();
+async fn shutdown_closes_sessions_with_1012_and_exits_cleanly(engine: Engine) {
+    let mut h = Herald::on(engine).env("HERALD_DRAIN_S", "1").start();
     let mut frames = h.connect("vic").await.auto_ack();
     let code = h.terminate(Duration::from_secs(15));
     assert_eq!(code, Some(0), "clean exit; log:\n{}", h.log_text());
     assert_eq!(frames.recv().await, Some(Frame::Close(1012)));
 }
 
-#[tokio::test]
-async fn read_receipts_and_presence() {
-    let h = Herald::start();
+async fn read_receipts_and_presence(engine: Engine) {
+    let h = Herald::on(engine).start();
     let api = h.api();
     assert_eq!(
         api.get("/v1/users/wes/presence").await.body,
@@ -432,3 +419,19 @@ async fn read_receipts_and_presence() {
     })
     .await;
 }
+
+on_both_engines!(
+    bad_tokens_are_refused_with_401_before_upgrade,
+    resume_replays_missed_messages_in_order,
+    resume_says_incomplete_when_history_was_trimmed,
+    live_messages_arrive_in_seq_order_and_resume_skips_them,
+    topics_respect_token_claims_and_replay_history,
+    malformed_frames_get_error_frames_and_the_session_lives,
+    an_oversized_frame_closes_with_1009,
+    too_many_sessions_for_one_user_closes_with_4009,
+    a_client_that_cannot_keep_up_is_closed_with_4008,
+    a_silent_client_is_closed_after_two_heartbeats,
+    an_expiring_token_closes_the_session_with_4001,
+    shutdown_closes_sessions_with_1012_and_exits_cleanly,
+    read_receipts_and_presence,
+);

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod channels;
 pub mod error;
+pub mod ingest;
 pub mod ordering;
 pub mod pipeline;
 pub mod ratelimit;
@@ -139,6 +140,11 @@ impl Dispatcher {
 
     pub fn pipeline(&self) -> &Arc<Pipeline> {
         &self.state.pipeline
+    }
+
+    /// Runs `fut` with the dispatcher's other tasks (waited for by [`Dispatcher::drained`]).
+    pub fn spawn(&self, fut: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.tracker.spawn(fut);
     }
 
     /// Waits for in-flight deliveries to finish, at most `timeout`. Unfinished ones stay

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod mail;
+pub mod nats;
 pub mod ws;
 
 use std::io::{BufRead, BufReader};
@@ -66,6 +67,38 @@ where
     }
 }
 
+/// Which engine a test runs on: the same test, unchanged, runs on both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// `herald serve` alone: in-process bus + SQLite.
+    Embedded,
+    /// `herald serve` with `HERALD_NATS_URL` pointing at a real nats-server.
+    Nats,
+}
+
+/// Runs each listed `async fn(Engine)` as two tests, `embedded::name` and `nats::name`.
+#[macro_export]
+macro_rules! on_both_engines {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::support::Engine::Embedded).await
+                }
+            )*
+        }
+        mod nats {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::support::Engine::Nats).await
+                }
+            )*
+        }
+    };
+}
+
 pub const API_KEY: &str = "test-api-key";
 pub const JWT_SECRET: &str = "test-jwt-secret-0123456789abcdef";
 
@@ -78,12 +111,15 @@ pub struct Herald {
     env: Vec<(String, String)>,
     args: Vec<String>,
     log: Arc<Mutex<Vec<String>>>,
+    /// The nats-server this herald uses, when it runs on the cluster engine.
+    pub nats: Option<nats::Nats>,
 }
 
 pub struct HeraldBuilder {
     env: Vec<(String, String)>,
     args: Vec<String>,
     data_dir: Option<PathBuf>,
+    engine: Engine,
 }
 
 impl HeraldBuilder {
@@ -98,12 +134,21 @@ impl HeraldBuilder {
         self
     }
 
+    pub fn engine(mut self, engine: Engine) -> Self {
+        self.engine = engine;
+        self
+    }
+
     pub fn data_dir(mut self, dir: &Path) -> Self {
         self.data_dir = Some(dir.to_path_buf());
         self
     }
 
-    pub fn start(self) -> Herald {
+    pub fn start(mut self) -> Herald {
+        let nats = (self.engine == Engine::Nats).then(nats::Nats::single);
+        if let Some(n) = &nats {
+            self = self.env("HERALD_NATS_URL", n.url());
+        }
         let (tmp, data_dir) = match self.data_dir {
             Some(d) => (None, d),
             None => {
@@ -120,6 +165,7 @@ impl HeraldBuilder {
             env: self.env,
             args: self.args,
             log: Arc::new(Mutex::new(Vec::new())),
+            nats,
         };
         h.spawn();
         h
@@ -143,11 +189,17 @@ impl Herald {
             ],
             args: Vec::new(),
             data_dir: None,
+            engine: Engine::Embedded,
         }
     }
 
     pub fn start() -> Herald {
         Self::builder().start()
+    }
+
+    /// A builder for `engine`.
+    pub fn on(engine: Engine) -> HeraldBuilder {
+        Self::builder().engine(engine)
     }
 
     fn spawn(&mut self) {

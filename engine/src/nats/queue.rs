@@ -32,6 +32,9 @@ struct JobRef {
     idx: u32,
 }
 
+/// Records taken in at once by one dispatcher.
+const INGEST_WORKERS: usize = 16;
+
 type Consumer = async_nats::jetstream::consumer::Consumer<pull::Config>;
 
 pub struct JetStreamQueue {
@@ -153,8 +156,18 @@ impl JetStreamQueue {
         }))
     }
 
-    /// Takes accepted records in and turns them into jobs, until `shutdown`.
+    /// Takes accepted records in and turns them into jobs, with `workers` at once, until
+    /// `shutdown`.
     pub async fn run_ingest(self: Arc<Self>, shutdown: CancellationToken) {
+        let workers: Vec<_> = (0..INGEST_WORKERS)
+            .map(|_| tokio::spawn(Arc::clone(&self).ingest_worker(shutdown.clone())))
+            .collect();
+        for w in workers {
+            let _ = w.await;
+        }
+    }
+
+    async fn ingest_worker(self: Arc<Self>, shutdown: CancellationToken) {
         while let Some(msg) = fetch_one(&self.ingest, &shutdown).await {
             let ingest: IngestRecord = match serde_json::from_slice(&msg.payload) {
                 Ok(r) => r,

@@ -179,7 +179,9 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 fn seq_of(m: &jetstream::message::StreamMessage) -> u64 {
-    header(&m.headers, HEADER_SEQ).and_then(|s| s.parse().ok()).unwrap_or(0)
+    header(&m.headers, HEADER_SEQ)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Which sequenced stream a history call is about.
@@ -235,11 +237,11 @@ impl NatsStore {
         let subject = self.subject(kind, name);
         match self.stream(kind).direct_get_last_for_subject(subject).await {
             Ok(last) => Ok(seq_of(&last)),
-            Err(e) if matches!(e.kind(), stream::DirectGetErrorKind::NotFound) => {
-                Ok(get_json::<u64>(&self.engine.buckets.heads, &Self::head_key(kind, name))
+            Err(e) if matches!(e.kind(), stream::DirectGetErrorKind::NotFound) => Ok(
+                get_json::<u64>(&self.engine.buckets.heads, &Self::head_key(kind, name))
                     .await?
-                    .map_or(0, |(h, _)| h))
-            }
+                    .map_or(0, |(h, _)| h),
+            ),
             Err(e) => Err(backend("history read", e)),
         }
     }
@@ -247,25 +249,32 @@ impl NatsStore {
     /// Appends under optimistic concurrency: the publish names the subject's last stream
     /// sequence, so two writers cannot both take the same seq, and a repeat of the same
     /// message id is a JetStream duplicate that returns the seq it already has.
-    async fn append(&self, kind: Kind, name: &str, content: &MessageContent, expires_at: Option<i64>) -> StoreResult<u64> {
+    async fn append(
+        &self,
+        kind: Kind,
+        name: &str,
+        content: &MessageContent,
+        expires_at: Option<i64>,
+    ) -> StoreResult<u64> {
         let subject = self.subject(kind, name);
         let stream = self.stream(kind);
         let head_key = Self::head_key(kind, name);
         let payload = Bytes::from(serde_json::to_vec(content).map_err(|e| corrupt("content", e))?);
         for _ in 0..50 {
-            let (last_stream_seq, last_seq) = match stream.direct_get_last_for_subject(subject.clone()).await {
-                Ok(last) => {
-                    if header(&last.headers, HEADER_ID) == Some(content.id.as_str()) {
-                        return Ok(seq_of(&last));
+            let (last_stream_seq, last_seq) =
+                match stream.direct_get_last_for_subject(subject.clone()).await {
+                    Ok(last) => {
+                        if header(&last.headers, HEADER_ID) == Some(content.id.as_str()) {
+                            return Ok(seq_of(&last));
+                        }
+                        (last.sequence, seq_of(&last))
                     }
-                    (last.sequence, seq_of(&last))
-                }
-                Err(e) if matches!(e.kind(), stream::DirectGetErrorKind::NotFound) => {
-                    let kept = get_json::<u64>(&self.engine.buckets.heads, &head_key).await?;
-                    (0, kept.map_or(0, |(h, _)| h))
-                }
-                Err(e) => return Err(backend("history read", e)),
-            };
+                    Err(e) if matches!(e.kind(), stream::DirectGetErrorKind::NotFound) => {
+                        let kept = get_json::<u64>(&self.engine.buckets.heads, &head_key).await?;
+                        (0, kept.map_or(0, |(h, _)| h))
+                    }
+                    Err(e) => return Err(backend("history read", e)),
+                };
             let seq = last_seq + 1;
             let mut publish = jetstream::message::PublishMessage::build()
                 .payload(payload.clone())
@@ -297,11 +306,15 @@ impl NatsStore {
                     .await;
                     return Ok(seq);
                 }
-                Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => continue,
+                Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => {
+                    continue;
+                }
                 Err(e) => return Err(backend("history publish", e)),
             }
         }
-        Err(StoreError::Unavailable(format!("{subject}: too much contention")))
+        Err(StoreError::Unavailable(format!(
+            "{subject}: too much contention"
+        )))
     }
 
     /// Entries of one subject with `seq > since`, oldest first, plus the first seq kept.
@@ -476,6 +489,8 @@ impl Store for NatsStore {
         {
             return Ok(prior);
         }
+        // The record is readable (GET shows it pending) as soon as the answer is 202.
+        create_json(&self.engine.buckets.messages, &record.id, record).await?;
         let msg_id = match &claim {
             Some(c) => format!("idem.{}", idempotency_key(&c.key)),
             None => format!("msg.{}", record.id),
