@@ -113,6 +113,7 @@ pub struct Herald {
     log: Arc<Mutex<Vec<String>>>,
     /// The nats-server this herald uses, when it runs on the cluster engine.
     pub nats: Option<nats::Nats>,
+    role: &'static str,
 }
 
 pub struct HeraldBuilder {
@@ -120,6 +121,8 @@ pub struct HeraldBuilder {
     args: Vec<String>,
     data_dir: Option<PathBuf>,
     engine: Engine,
+    role: &'static str,
+    nats_url: Option<String>,
 }
 
 impl HeraldBuilder {
@@ -134,6 +137,18 @@ impl HeraldBuilder {
         self
     }
 
+    /// Runs `herald dispatcher` or `herald gateway` against an existing NATS.
+    pub fn role(mut self, role: &'static str, nats_url: &str) -> Self {
+        self.role = role;
+        self.nats_url = Some(nats_url.to_string());
+        self = self.env("HERALD_NATS_URL", nats_url);
+        match role {
+            "dispatcher" => self.env("HERALD_API_LISTEN", "127.0.0.1:0"),
+            "gateway" => self.env("HERALD_WS_LISTEN", "127.0.0.1:0"),
+            _ => self,
+        }
+    }
+
     pub fn engine(mut self, engine: Engine) -> Self {
         self.engine = engine;
         self
@@ -145,7 +160,8 @@ impl HeraldBuilder {
     }
 
     pub fn start(mut self) -> Herald {
-        let nats = (self.engine == Engine::Nats).then(nats::Nats::single);
+        let nats =
+            (self.engine == Engine::Nats && self.nats_url.is_none()).then(nats::Nats::single);
         if let Some(n) = &nats {
             self = self.env("HERALD_NATS_URL", n.url());
         }
@@ -166,6 +182,7 @@ impl HeraldBuilder {
             args: self.args,
             log: Arc::new(Mutex::new(Vec::new())),
             nats,
+            role: self.role,
         };
         h.spawn();
         h
@@ -190,6 +207,8 @@ impl Herald {
             args: Vec::new(),
             data_dir: None,
             engine: Engine::Embedded,
+            role: "serve",
+            nats_url: None,
         }
     }
 
@@ -204,7 +223,7 @@ impl Herald {
 
     fn spawn(&mut self) {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
-        cmd.arg("serve").args(&self.args);
+        cmd.arg(self.role).args(&self.args);
         cmd.env_clear();
         for k in ["PATH", "HOME", "TMPDIR"] {
             if let Ok(v) = std::env::var(k) {

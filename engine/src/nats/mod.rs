@@ -25,6 +25,9 @@ pub use bus::NatsBus;
 pub use queue::JetStreamQueue;
 pub use store::NatsStore;
 
+/// How long start-up waits for JetStream to become usable.
+const SETUP_PATIENCE: Duration = Duration::from_secs(60);
+
 /// How the cluster engine lays out its streams and buckets.
 #[derive(Debug, Clone)]
 pub struct NatsOptions {
@@ -113,7 +116,7 @@ impl NatsEngine {
             .name(&options.name)
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(5))
-            .request_timeout(Some(Duration::from_secs(10)))
+            .request_timeout(Some(Duration::from_secs(15)))
             .subscription_capacity(64 * 1024)
             .connect(urls)
             .await
@@ -121,8 +124,23 @@ impl NatsEngine {
         let js = jetstream::new(client.clone());
         let names = Names::new(&options.prefix);
         let subjects = Subjects::new(options.prefix.clone());
-        setup_streams(&js, &names, &subjects, &options).await?;
-        let buckets = setup_buckets(&js, &names, &options).await?;
+        // A NATS cluster that is still electing its JetStream leader answers nothing yet:
+        // keep trying for a while rather than fail the whole process.
+        let deadline = tokio::time::Instant::now() + SETUP_PATIENCE;
+        let buckets = loop {
+            let attempt = async {
+                setup_streams(&js, &names, &subjects, &options).await?;
+                setup_buckets(&js, &names, &options).await
+            };
+            match attempt.await {
+                Ok(b) => break b,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    tracing::warn!(error = %e, "JetStream not ready yet; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         Ok(NatsEngine {
             client,
             js,
@@ -173,12 +191,16 @@ async fn setup_streams(
             ..base(&names.topics, format!("{}.history.>", subjects.prefix()))
         },
     ];
-    for config in configs {
+    // Concurrently: on a NATS cluster each replicated stream elects its own leader, which
+    // takes seconds; one after the other would add those up.
+    let creations = configs.into_iter().map(|config| async move {
         let name = config.name.clone();
         js.create_or_update_stream(config)
             .await
-            .map_err(|e| unavailable(&format!("stream {name}"), e))?;
-    }
+            .map(|_| ())
+            .map_err(|e| unavailable(&format!("stream {name}"), e))
+    });
+    futures::future::try_join_all(creations).await?;
     Ok(())
 }
 
@@ -196,20 +218,22 @@ async fn setup_buckets(
         ..Default::default()
     };
     let day = Duration::from_secs(86_400);
-    let mut out = Vec::new();
-    for (name, age) in [
+    let creations = [
         (&names.messages, day * 30),
         (&names.recipients, day * 30),
         (&names.users, Duration::ZERO),
         (&names.idempotency, day),
         (&names.heads, Duration::ZERO),
-    ] {
-        let store = js
-            .create_or_update_key_value(bucket(name, age))
-            .await
-            .map_err(|e| unavailable(&format!("bucket {name}"), e))?;
-        out.push(store);
-    }
+    ]
+    .map(|(name, age)| {
+        let config = bucket(name, age);
+        async move {
+            js.create_or_update_key_value(config)
+                .await
+                .map_err(|e| unavailable(&format!("bucket {name}"), e))
+        }
+    });
+    let out = futures::future::try_join_all(creations).await?;
     let mut it = out.into_iter();
     let mut next = || {
         it.next()
