@@ -86,3 +86,46 @@ async fn the_local_cluster_serves_clients_through_haproxy() {
     }
     assert_eq!(api.get("/v1/users/u3/presence").await.body, json!({"online": true, "sessions": 1}));
 }
+
+/// The deployment files that cannot run here (no Docker engine, no Kubernetes) are at least
+/// well-formed: every YAML document parses and has the fields its kind needs, and HAProxy
+/// accepts the compose load-balancer config.
+#[test]
+fn deployment_files_are_well_formed() {
+    let check = r#"
+import sys, yaml, pathlib
+root = pathlib.Path(sys.argv[1])
+problems = []
+for path in sorted((root / "deploy/kubernetes").glob("*.yaml")):
+    for doc in yaml.safe_load_all(path.read_text()):
+        if doc is None:
+            continue
+        for field in ("apiVersion", "kind", "metadata"):
+            if field not in doc:
+                problems.append(f"{path.name}: a document lacks {field}")
+        if "name" not in doc.get("metadata", {}):
+            problems.append(f"{path.name}: {doc.get('kind')} has no metadata.name")
+        if doc.get("kind") in ("Deployment", "StatefulSet"):
+            spec = doc["spec"]
+            labels = spec["template"]["metadata"]["labels"]
+            if spec["selector"]["matchLabels"].items() - labels.items():
+                problems.append(f"{path.name}: {doc['metadata']['name']} selector does not match its pods")
+compose = yaml.safe_load((root / "deploy/compose/compose.yaml").read_text())
+for name in ("nats-1", "nats-2", "nats-3", "dispatcher", "gateway", "haproxy"):
+    if name not in compose["services"]:
+        problems.append(f"compose.yaml: no service {name}")
+gw = next(d for d in yaml.safe_load_all((root / "deploy/kubernetes/herald.yaml").read_text()) if d and d["metadata"]["name"] == "herald-gateway")
+if "preStop" not in gw["spec"]["template"]["spec"]["containers"][0].get("lifecycle", {}):
+    problems.append("gateway has no preStop drain")
+print("\n".join(problems))
+sys.exit(1 if problems else 0)
+"#;
+    let out = Command::new(support::python()).arg("-c").arg(check).arg(support::root()).output().unwrap();
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+
+    let haproxy = Command::new(support::root().join("deploy/fetch-haproxy.sh")).output().unwrap();
+    assert!(haproxy.status.success(), "{}", String::from_utf8_lossy(&haproxy.stderr));
+    let bin = String::from_utf8(haproxy.stdout).unwrap();
+    let out = Command::new(bin.trim()).args(["-c", "-f"]).arg(support::root().join("deploy/compose/haproxy.cfg")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
