@@ -35,12 +35,25 @@ impl Drop for LocalCluster {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_local_cluster_serves_clients_through_haproxy() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let cluster = LocalCluster { dir: tempfile::tempdir().unwrap() };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cluster = LocalCluster {
+        dir: tempfile::tempdir().unwrap(),
+    };
     let out = cluster.script("up", port);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "up failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains(&format!("http://127.0.0.1:{port}")), "{stdout}");
+    assert!(
+        out.status.success(),
+        "up failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("http://127.0.0.1:{port}")),
+        "{stdout}"
+    );
 
     let base = format!("http://127.0.0.1:{port}");
     let ws = format!("ws://127.0.0.1:{port}/ws");
@@ -52,7 +65,9 @@ async fn the_local_cluster_serves_clients_through_haproxy() {
     };
     let mut clients = Vec::new();
     for i in 0..6 {
-        let mut c = Client::connect(&ws, &token(&format!("u{i}"))).await.expect("connect through haproxy");
+        let mut c = Client::connect(&ws, &token(&format!("u{i}")))
+            .await
+            .expect("connect through haproxy");
         c.send(json!({"type": "subscribe", "topic": "news"})).await;
         c.expect("subscribed").await;
         clients.push(c);
@@ -67,8 +82,19 @@ async fn the_local_cluster_serves_clients_through_haproxy() {
         .collect();
     assert_eq!(gateways.len(), 3);
     for g in &gateways {
-        let metrics = api.http.get(format!("http://{g}/metrics")).send().await.unwrap().text().await.unwrap();
-        assert!(metrics.contains("herald_gateway_sessions 2"), "gateway {g}:\n{metrics}");
+        let metrics = api
+            .http
+            .get(format!("http://{g}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            metrics.contains("herald_gateway_sessions 2"),
+            "gateway {g}:\n{metrics}"
+        );
     }
 
     // Personal messages through the API behind the same URL reach each client.
@@ -77,14 +103,22 @@ async fn the_local_cluster_serves_clients_through_haproxy() {
         let m = c.expect("message").await;
         assert_eq!(m["id"], id.as_str());
         c.ack(&id).await;
-        assert_eq!(api.wait_final(&id, Duration::from_secs(20)).await["status"], "delivered");
+        assert_eq!(
+            api.wait_final(&id, Duration::from_secs(20)).await["status"],
+            "delivered"
+        );
     }
     // A broadcast reaches everyone, whichever gateway holds them.
-    let t = api.post("/v1/topics/news/messages", json!({"title": "all"})).await;
+    let t = api
+        .post("/v1/topics/news/messages", json!({"title": "all"}))
+        .await;
     for c in clients.iter_mut() {
         assert_eq!(c.expect("message").await["id"], t.body["id"]);
     }
-    assert_eq!(api.get("/v1/users/u3/presence").await.body, json!({"online": true, "sessions": 1}));
+    assert_eq!(
+        api.get("/v1/users/u3/presence").await.body,
+        json!({"online": true, "sessions": 1})
+    );
 }
 
 /// The deployment files that cannot run here (no Docker engine, no Kubernetes) are at least
@@ -120,12 +154,36 @@ if "preStop" not in gw["spec"]["template"]["spec"]["containers"][0].get("lifecyc
 print("\n".join(problems))
 sys.exit(1 if problems else 0)
 "#;
-    let out = Command::new(support::python()).arg("-c").arg(check).arg(support::root()).output().unwrap();
-    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(support::python())
+        .arg("-c")
+        .arg(check)
+        .arg(support::root())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 
-    let haproxy = Command::new(support::root().join("deploy/fetch-haproxy.sh")).output().unwrap();
-    assert!(haproxy.status.success(), "{}", String::from_utf8_lossy(&haproxy.stderr));
+    let haproxy = Command::new(support::root().join("deploy/fetch-haproxy.sh"))
+        .output()
+        .unwrap();
+    assert!(
+        haproxy.status.success(),
+        "{}",
+        String::from_utf8_lossy(&haproxy.stderr)
+    );
     let bin = String::from_utf8(haproxy.stdout).unwrap();
-    let out = Command::new(bin.trim()).args(["-c", "-f"]).arg(support::root().join("deploy/compose/haproxy.cfg")).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(bin.trim())
+        .args(["-c", "-f"])
+        .arg(support::root().join("deploy/compose/haproxy.cfg"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -344,6 +344,28 @@ pub struct MessageView {
     pub recipients: Vec<RecipientView>,
 }
 
+/// A recipient whose delivery ended `failed` or `expired` (extension:
+/// `GET /v1/dead-letters`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// The message id.
+    pub id: String,
+    pub user_id: String,
+    pub status: RecipientStatus,
+    /// When it ended.
+    pub at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    pub attempts: Vec<AttemptView>,
+}
+
+/// A page of dead letters, newest first; pass `next` as `before` for the next page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetterPage {
+    pub items: Vec<DeadLetter>,
+    pub next: Option<String>,
+}
+
 /// `POST /v1/topics/{topic}/messages`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TopicPublish {

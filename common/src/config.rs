@@ -53,6 +53,10 @@ pub const ENV_NATS_REPLICAS: &str = "HERALD_NATS_REPLICAS";
 pub const ENV_NATS_ACK_WAIT_S: &str = "HERALD_NATS_ACK_WAIT_S";
 pub const ENV_INBOX_MAX_AGE_S: &str = "HERALD_INBOX_MAX_AGE_S";
 pub const ENV_PRESENCE_LINGER_MS: &str = "HERALD_PRESENCE_LINGER_MS";
+pub const ENV_ALERT_WEBHOOK: &str = "HERALD_ALERT_WEBHOOK";
+pub const ENV_ALERT_ERROR_RATE: &str = "HERALD_ALERT_ERROR_RATE";
+pub const ENV_ALERT_MIN_ATTEMPTS: &str = "HERALD_ALERT_MIN_ATTEMPTS";
+pub const ENV_ALERT_WINDOW_S: &str = "HERALD_ALERT_WINDOW_S";
 
 /// Every setting: env name, default (None = unset).
 const SETTINGS: &[(&str, Option<&str>)] = &[
@@ -96,6 +100,10 @@ const SETTINGS: &[(&str, Option<&str>)] = &[
     (ENV_NATS_ACK_WAIT_S, Some("30")),
     (ENV_INBOX_MAX_AGE_S, Some("2592000")),
     (ENV_PRESENCE_LINGER_MS, Some("2000")),
+    (ENV_ALERT_WEBHOOK, None),
+    (ENV_ALERT_ERROR_RATE, Some("0.5")),
+    (ENV_ALERT_MIN_ATTEMPTS, Some("20")),
+    (ENV_ALERT_WINDOW_S, Some("60")),
 ];
 
 /// A bad configuration, said in one line.
@@ -219,6 +227,19 @@ pub struct Config {
     pub inbox_max_age: Duration,
     /// Cluster engine: how long a gateway keeps a user's bus interest after the last session.
     pub presence_linger: Duration,
+    pub alerts: AlertConfig,
+}
+
+/// The platform's own alerts: where they go and when a channel counts as failing.
+#[derive(Debug, Clone)]
+pub struct AlertConfig {
+    /// Where alerts are POSTed as JSON (unset: only the metric and the log).
+    pub webhook: Option<String>,
+    /// Share of a channel's attempts that may fail, in the window, before an alert.
+    pub error_rate: f64,
+    /// Attempts the window needs before its rate counts.
+    pub min_attempts: u32,
+    pub window: Duration,
 }
 
 /// Raw settings gathered from the layers, keyed by env name.
@@ -447,6 +468,30 @@ impl Config {
             presence_linger: Duration::from_millis(
                 raw.parse(ENV_PRESENCE_LINGER_MS, "milliseconds")?,
             ),
+            alerts: AlertConfig {
+                webhook: match raw.get(ENV_ALERT_WEBHOOK) {
+                    Some(u) if u.starts_with("http://") || u.starts_with("https://") => {
+                        Some(u.to_string())
+                    }
+                    Some(_) => {
+                        return Err(ConfigError(format!(
+                            "{ENV_ALERT_WEBHOOK} must start with http:// or https://"
+                        )));
+                    }
+                    None => None,
+                },
+                error_rate: {
+                    let r: f64 = raw.parse(ENV_ALERT_ERROR_RATE, "a fraction like 0.5")?;
+                    if !(0.0..=1.0).contains(&r) {
+                        return Err(ConfigError(format!(
+                            "{ENV_ALERT_ERROR_RATE} must be between 0 and 1"
+                        )));
+                    }
+                    r
+                },
+                min_attempts: raw.positive(ENV_ALERT_MIN_ATTEMPTS)? as u32,
+                window: Duration::from_secs(raw.positive(ENV_ALERT_WINDOW_S)?),
+            },
         })
     }
 

@@ -68,6 +68,11 @@ impl Subjects {
         format!("{}.jobs.{lane}", self.prefix)
     }
 
+    /// Recipients that ended failed or expired (JetStream).
+    pub fn dead(&self) -> String {
+        format!("{}.dead", self.prefix)
+    }
+
     /// A user's inbox (JetStream, one subject per user).
     pub fn inbox(&self, user_id: &str) -> String {
         format!("{}.inbox.{}", self.prefix, ids::encode_token(user_id))

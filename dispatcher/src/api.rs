@@ -61,6 +61,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
             put(put_user).get(get_user).delete(delete_user),
         )
         .route("/v1/users/{id}/presence", get(presence))
+        .route("/v1/dead-letters", get(dead_letters))
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&state),
             require_api_key,
@@ -293,4 +294,25 @@ async fn presence(
         sessions,
     })
     .into_response())
+}
+
+#[derive(serde::Deserialize)]
+struct DeadLetterQuery {
+    limit: Option<usize>,
+    before: Option<String>,
+}
+
+/// `GET /v1/dead-letters?limit=50&before=<next>`: recipients that ended failed or expired.
+async fn dead_letters(
+    State(state): St,
+    query: Result<axum::extract::Query<DeadLetterQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let axum::extract::Query(q) =
+        query.map_err(|e| ApiError::invalid(format!("bad query: {e}")))?;
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::invalid("'limit' must be between 1 and 500"));
+    }
+    let page = state.store.dead_letters(limit, q.before.as_deref()).await?;
+    Ok(axum::Json(page).into_response())
 }

@@ -2,6 +2,7 @@
 //! (priority lanes and retry timing), `channels` (in-app, email, SMS). It reaches the rest
 //! of Herald only through the engine's `Store`, `History` and `Bus`.
 
+pub mod alerts;
 pub mod api;
 pub mod channels;
 pub mod error;
@@ -100,6 +101,7 @@ impl Dispatcher {
             channels,
             engine.queue,
             PipelineConfig {
+                alerts: config.alerts.clone(),
                 default_channels: config.default_channels.clone(),
                 ack_timeout: config.ack_timeout,
                 retry: config.retry.clone(),

@@ -39,6 +39,7 @@ const STORE_RETRY_MS: i64 = 5000;
 /// Settings the pipeline applies to every message.
 #[derive(Debug, Clone)]
 pub struct PipelineConfig {
+    pub alerts: herald_common::config::AlertConfig,
     pub default_channels: Vec<ChannelKind>,
     pub ack_timeout: Duration,
     pub retry: RetryPolicy,
@@ -64,6 +65,7 @@ pub struct Pipeline {
     subjects: Subjects,
     channels: Channels,
     queue: Arc<dyn JobQueue>,
+    alerts: crate::alerts::Alerts,
     config: PipelineConfig,
 }
 
@@ -90,6 +92,7 @@ impl Pipeline {
             subjects,
             channels,
             queue,
+            alerts: crate::alerts::Alerts::new(config.alerts.clone()),
             config,
         })
     }
@@ -222,11 +225,20 @@ impl Pipeline {
             Settle::Retry(state)
         };
         let mut profile: Option<Option<UserProfile>> = None;
+        // What went wrong last, for the failure alert.
+        let mut last_error: Option<String> = None;
         loop {
             let now = now_ms();
             if message.expires_at.is_some_and(|e| now >= e) {
                 return match self
-                    .finish(message, st.idx, None, RecipientStatus::Expired, None)
+                    .finish(
+                        message,
+                        st.idx,
+                        None,
+                        RecipientStatus::Expired,
+                        None,
+                        last_error.clone(),
+                    )
                     .await
                 {
                     true => Settle::Done,
@@ -238,7 +250,10 @@ impl Pipeline {
                     Some((s, c)) => (s, Some(c)),
                     None => (RecipientStatus::Failed, None),
                 };
-                return match self.finish(message, st.idx, None, status, channel).await {
+                return match self
+                    .finish(message, st.idx, None, status, channel, last_error.clone())
+                    .await
+                {
                     true => Settle::Done,
                     false => unrecorded(recorded),
                 };
@@ -273,6 +288,13 @@ impl Pipeline {
             metrics::counter!("herald_attempts_total", "channel" => kind.as_str(), "outcome" => result.outcome.as_str())
                 .increment(1);
             tracing::debug!(message_id = %message.id, channel = %kind, outcome = %result.outcome, detail = ?result.detail, "attempt");
+            self.alerts.attempt(kind, result.outcome);
+            if result.outcome != Outcome::Acked && result.outcome != Outcome::Sent {
+                last_error = Some(format!(
+                    "{kind}: {}",
+                    result.detail.as_deref().unwrap_or(result.outcome.as_str())
+                ));
+            }
             let attempt_no = st.channel_attempt + 1;
             let mut attempt = AttemptRecord {
                 channel: kind,
@@ -289,7 +311,7 @@ impl Pipeline {
                     };
                     if message.strategy == Strategy::Fallback {
                         return match self
-                            .finish(message, st.idx, Some(attempt), status, Some(kind))
+                            .finish(message, st.idx, Some(attempt), status, Some(kind), None)
                             .await
                         {
                             true => Settle::Done,
@@ -376,7 +398,12 @@ impl Pipeline {
         attempt: Option<AttemptRecord>,
         status: RecipientStatus,
         channel: Option<ChannelKind>,
+        last_error: Option<String>,
     ) -> bool {
+        let last_error = attempt
+            .as_ref()
+            .and_then(|a| a.detail.clone())
+            .or(last_error);
         if !self
             .advance(message, idx, attempt, JobNext::Finish { status, channel })
             .await
@@ -391,6 +418,12 @@ impl Pipeline {
         let Some(recipient) = message.recipients.get(idx as usize) else {
             return true;
         };
+        self.alerts.finished(
+            &message.id,
+            &recipient.user_id,
+            status,
+            last_error.as_deref(),
+        );
         let event = StatusEvent {
             id: message.id.clone(),
             user_id: recipient.user_id.clone(),

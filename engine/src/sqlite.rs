@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use herald_common::api::{
-    ChannelKind, MessageStatus, MessageView, Priority, RecipientStatus, RecipientView, UserProfile,
+    ChannelKind, DeadLetter, DeadLetterPage, MessageStatus, MessageView, Priority, RecipientStatus,
+    RecipientView, UserProfile,
 };
 use herald_common::protocol::MessageContent;
 use herald_common::time::{now_ms, rfc3339};
@@ -90,6 +91,8 @@ CREATE TABLE IF NOT EXISTS recipients (
     PRIMARY KEY (message_id, idx)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS recipients_by_user ON recipients (user_id);
+CREATE INDEX IF NOT EXISTS recipients_dead ON recipients (updated_at, message_id, idx)
+    WHERE status IN ('failed', 'expired');
 CREATE TABLE IF NOT EXISTS attempts (
     message_id TEXT NOT NULL,
     idx INTEGER NOT NULL,
@@ -697,6 +700,76 @@ impl Store for SqliteStore {
             Ok(c.prepare_cached("DELETE FROM users WHERE id = ?1")?
                 .execute([&id])?
                 > 0)
+        })
+        .await
+    }
+
+    async fn dead_letters(
+        &self,
+        limit: usize,
+        before: Option<&str>,
+    ) -> StoreResult<DeadLetterPage> {
+        // Cursor: "<updated_at>.<message_id>.<idx>" of the last item shown.
+        let cursor = before.and_then(|c| {
+            let mut parts = c.splitn(3, '.');
+            Some((
+                parts.next()?.parse::<i64>().ok()?,
+                parts.next()?.to_string(),
+                parts.next()?.parse::<i64>().ok()?,
+            ))
+        });
+        self.read(move |c| {
+            // With no cursor, start above every possible row.
+            let (at, id, idx) = cursor.unwrap_or((i64::MAX, "\u{10FFFF}".to_string(), i64::MAX));
+            let mut stmt = c.prepare_cached(
+                "SELECT r.message_id, r.idx, r.user_id, r.status, r.updated_at, json_extract(m.record, '$.title')
+                 FROM recipients r JOIN messages m ON m.id = r.message_id
+                 WHERE r.status IN ('failed', 'expired')
+                   AND (r.updated_at, r.message_id, r.idx) < (?1, ?2, ?3)
+                 ORDER BY r.updated_at DESC, r.message_id DESC, r.idx DESC LIMIT ?4",
+            )?;
+            let rows = stmt.query_map(params![at, id, idx, limit as i64], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                ))
+            })?;
+            let mut items = Vec::new();
+            let mut last = None;
+            for row in rows {
+                let (message_id, idx, user_id, status, updated_at, title) = row?;
+                let mut attempts = Vec::new();
+                let mut q = c.prepare_cached(
+                    "SELECT channel, outcome, detail, at FROM attempts WHERE message_id = ?1 AND idx = ?2 ORDER BY rowid",
+                )?;
+                let mut arows = q.query(params![message_id, idx])?;
+                while let Some(a) = arows.next()? {
+                    attempts.push(
+                        AttemptRecord {
+                            channel: channel_of(&a.get::<_, String>(0)?)?,
+                            outcome: a.get::<_, String>(1)?.parse().map_err(corrupt)?,
+                            detail: a.get(2)?,
+                            at: a.get(3)?,
+                        }
+                        .view(),
+                    );
+                }
+                last = Some(format!("{updated_at}.{message_id}.{idx}"));
+                items.push(DeadLetter {
+                    id: message_id,
+                    user_id,
+                    status: status_of(&status)?,
+                    at: rfc3339(updated_at),
+                    title,
+                    attempts,
+                });
+            }
+            let next = if items.len() == limit { last } else { None };
+            Ok(DeadLetterPage { items, next })
         })
         .await
     }

@@ -3,8 +3,8 @@
 
 use async_trait::async_trait;
 use herald_common::api::{
-    AttemptView, ChannelKind, EmailContent, MessageView, Outcome, Priority, RecipientStatus,
-    SmsContent, Strategy, UserProfile,
+    AttemptView, ChannelKind, DeadLetterPage, EmailContent, MessageView, Outcome, Priority,
+    RecipientStatus, SmsContent, Strategy, UserProfile,
 };
 use herald_common::protocol::MessageContent;
 use serde::{Deserialize, Serialize};
@@ -176,6 +176,10 @@ pub trait Store: Send + Sync + 'static {
     async fn user(&self, id: &str) -> StoreResult<Option<UserProfile>>;
     /// `true` when a profile was deleted.
     async fn delete_user(&self, id: &str) -> StoreResult<bool>;
+
+    /// Recipients that ended `failed` or `expired`, newest first, before `cursor`.
+    async fn dead_letters(&self, limit: usize, before: Option<&str>)
+    -> StoreResult<DeadLetterPage>;
 
     /// Whether the store can take writes now (for `/readyz`).
     async fn is_ready(&self) -> bool;

@@ -7,6 +7,7 @@
 //! | delivery jobs (`<p>.jobs.<lane>`) | stream `<P>_JOBS` (work queue), one durable consumer per lane |
 //! | inboxes (`<p>.inbox.<user>`) | stream `<P>_INBOX`, per-subject limit = inbox size, max age |
 //! | topic histories (`<p>.history.<topic>`) | stream `<P>_TOPICS`, per-subject limit |
+//! | dead letters (`<p>.dead`) | stream `<P>_DEAD`, 30 days |
 //! | message records, recipient states, users, idempotency keys, seq heads | key-value buckets |
 //!
 //! Every stream and bucket is created (or updated) on start, with the configured replicas.
@@ -53,6 +54,7 @@ pub struct Names {
     pub jobs: String,
     pub inbox: String,
     pub topics: String,
+    pub dead: String,
     pub messages: String,
     pub recipients: String,
     pub users: String,
@@ -70,6 +72,7 @@ impl Names {
             jobs: format!("{up}_JOBS"),
             inbox: format!("{up}_INBOX"),
             topics: format!("{up}_TOPICS"),
+            dead: format!("{up}_DEAD"),
             messages: format!("{low}_messages"),
             recipients: format!("{low}_recipients"),
             users: format!("{low}_users"),
@@ -184,6 +187,11 @@ async fn setup_streams(
             max_age: o.inbox_max_age,
             duplicate_window: Duration::from_secs(600),
             ..base(&names.inbox, format!("{}.inbox.*", subjects.prefix()))
+        },
+        stream::Config {
+            max_age: Duration::from_secs(30 * 86_400),
+            duplicate_window: Duration::from_secs(600),
+            ..base(&names.dead, format!("{}.dead", subjects.prefix()))
         },
         stream::Config {
             max_messages_per_subject: o.topic_limit as i64,

@@ -9,7 +9,8 @@ use async_nats::jetstream::{self, kv, stream};
 use async_trait::async_trait;
 use bytes::Bytes;
 use herald_common::api::{
-    ChannelKind, MessageStatus, MessageView, Outcome, RecipientStatus, RecipientView, UserProfile,
+    ChannelKind, DeadLetter, DeadLetterPage, MessageStatus, MessageView, Outcome, RecipientStatus,
+    RecipientView, UserProfile,
 };
 use herald_common::ids::encode_kv_key;
 use herald_common::protocol::MessageContent;
@@ -172,6 +173,7 @@ pub struct NatsStore {
     engine: NatsEngine,
     inbox: stream::Stream,
     topics: stream::Stream,
+    dead: stream::Stream,
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -203,10 +205,16 @@ impl NatsStore {
             .get_stream(&engine.names.topics)
             .await
             .map_err(|e| backend("topics stream", e))?;
+        let dead = engine
+            .js
+            .get_stream(&engine.names.dead)
+            .await
+            .map_err(|e| backend("dead-letter stream", e))?;
         Ok(NatsStore {
             engine,
             inbox,
             topics,
+            dead,
         })
     }
 
@@ -452,6 +460,47 @@ impl NatsStore {
         )
     }
 
+    /// Files a recipient that ended failed or expired in the dead-letter stream (once:
+    /// the publish is de-duplicated by recipient).
+    async fn bury(&self, message_id: &str, idx: u32, entry: RecipientEntry) -> StoreResult<()> {
+        let title = self.record(message_id).await?.and_then(|r| r.title);
+        let letter = DeadLetter {
+            id: message_id.to_string(),
+            user_id: entry.user_id,
+            status: entry.status,
+            at: rfc3339(now_ms()),
+            title,
+            attempts: entry
+                .attempts
+                .iter()
+                .map(|a| {
+                    AttemptRecord {
+                        channel: a.channel,
+                        outcome: a.outcome,
+                        detail: a.detail.clone(),
+                        at: a.at,
+                    }
+                    .view()
+                })
+                .collect(),
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            MSG_ID,
+            format!("dead.{}", recipient_key(message_id, idx)).as_str(),
+        );
+        let payload =
+            Bytes::from(serde_json::to_vec(&letter).map_err(|e| corrupt("dead letter", e))?);
+        self.engine
+            .js
+            .publish_with_headers(self.engine.subjects.dead(), headers, payload)
+            .await
+            .map_err(|e| backend("dead-letter publish", e))?
+            .await
+            .map_err(|e| backend("dead-letter ack", e))?;
+        Ok(())
+    }
+
     /// Remembers a key's answer (first writer wins).
     pub(crate) async fn claim(
         &self,
@@ -536,29 +585,40 @@ impl Store for NatsStore {
         next: JobNext,
     ) -> StoreResult<()> {
         let key = recipient_key(message_id, idx);
-        modify::<RecipientEntry, ()>(&self.engine.buckets.recipients, &key, |entry| {
-            let Some(mut e) = entry else {
-                return Err(corrupt(&key, "no such recipient"));
-            };
-            if let Some(a) = &attempt {
-                e.attempts.push(StoredAttempt {
-                    channel: a.channel,
-                    outcome: a.outcome,
-                    detail: a.detail.clone(),
-                    at: a.at,
-                });
-            }
-            match &next {
-                JobNext::Continue(state) => e.job = Some(state.clone()),
-                JobNext::Finish { status, channel } => {
-                    e.status = *status;
-                    e.channel = *channel;
-                    e.job = None;
+        let entry = modify::<RecipientEntry, RecipientEntry>(
+            &self.engine.buckets.recipients,
+            &key,
+            |entry| {
+                let Some(mut e) = entry else {
+                    return Err(corrupt(&key, "no such recipient"));
+                };
+                if let Some(a) = &attempt {
+                    e.attempts.push(StoredAttempt {
+                        channel: a.channel,
+                        outcome: a.outcome,
+                        detail: a.detail.clone(),
+                        at: a.at,
+                    });
                 }
-            }
-            Ok((Some(e), ()))
-        })
-        .await
+                match &next {
+                    JobNext::Continue(state) => e.job = Some(state.clone()),
+                    JobNext::Finish { status, channel } => {
+                        e.status = *status;
+                        e.channel = *channel;
+                        e.job = None;
+                    }
+                }
+                Ok((Some(e.clone()), e))
+            },
+        )
+        .await?;
+        if matches!(
+            entry.status,
+            RecipientStatus::Failed | RecipientStatus::Expired
+        ) {
+            self.bury(message_id, idx, entry).await?;
+        }
+        Ok(())
     }
 
     /// JetStream redelivers unfinished jobs by itself.
@@ -671,6 +731,42 @@ impl Store for NatsStore {
                 .map_err(|e| backend("kv delete", e))?;
         }
         Ok(existed)
+    }
+
+    async fn dead_letters(
+        &self,
+        limit: usize,
+        before: Option<&str>,
+    ) -> StoreResult<DeadLetterPage> {
+        let info = self
+            .dead
+            .get_info()
+            .await
+            .map_err(|e| backend("dead letters", e))?;
+        let first = info.state.first_sequence;
+        let mut seq = match before.and_then(|b| b.parse::<u64>().ok()) {
+            Some(b) => b.saturating_sub(1).min(info.state.last_sequence),
+            None => info.state.last_sequence,
+        };
+        let mut items = Vec::new();
+        let mut last = None;
+        while seq >= first.max(1) && items.len() < limit {
+            match self.dead.direct_get(seq).await {
+                Ok(m) => {
+                    if let Ok(d) = serde_json::from_slice::<DeadLetter>(&m.payload) {
+                        items.push(d);
+                        last = Some(seq);
+                    }
+                }
+                Err(e) if matches!(e.kind(), stream::DirectGetErrorKind::NotFound) => {}
+                Err(e) => return Err(backend("dead letters", e)),
+            }
+            seq -= 1;
+        }
+        let next = (items.len() == limit)
+            .then(|| last.map(|s| s.to_string()))
+            .flatten();
+        Ok(DeadLetterPage { items, next })
     }
 
     async fn is_ready(&self) -> bool {

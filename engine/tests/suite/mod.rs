@@ -339,6 +339,15 @@ pub async fn store_contract(store: &dyn Store, recovers: bool) {
         channel: None,
     };
     first_advance(store, &id, 1, None, failed).await;
+    // bob is a dead letter now, alice is not.
+    let page = store.dead_letters(100, None).await.unwrap();
+    let mine: Vec<_> = page.items.iter().filter(|d| d.id == id).collect();
+    assert_eq!(mine.len(), 1, "{page:?}");
+    assert_eq!(
+        (mine[0].user_id.as_str(), mine[0].status),
+        ("bob", RecipientStatus::Failed)
+    );
+    assert_eq!(mine[0].title.as_deref(), Some("t"));
     store.mark_read(&id, "alice", now + 10).await.unwrap();
 
     let view = store.message(&id).await.unwrap().unwrap();
