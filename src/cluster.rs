@@ -163,9 +163,14 @@ pub async fn run_dispatcher(
             .router()
             .merge(ops::router(ready(&parts), metrics)),
     );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await?;
+    crate::http::serve(
+        listener,
+        app,
+        config.limits.header_timeout,
+        shutdown.clone(),
+        Duration::from_secs(5),
+    )
+    .await;
     drain(None, Some(&dispatcher), &config).await;
     Ok(())
 }
@@ -180,9 +185,14 @@ pub async fn run_gateway(
     let parts = connect(&config, "gateway").await?;
     let gateway = start_gateway(&config, &parts, &shutdown)?;
     let app = ops::with_fallbacks(gateway.router().merge(ops::router(ready(&parts), metrics)));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await?;
+    crate::http::serve(
+        listener,
+        app,
+        config.limits.header_timeout,
+        shutdown.clone(),
+        Duration::from_secs(5),
+    )
+    .await;
     drain(Some(&gateway), None, &config).await;
     Ok(())
 }
@@ -203,9 +213,14 @@ pub async fn run_serve(
             .merge(gateway.router())
             .merge(ops::router(ready(&parts), metrics)),
     );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await?;
+    crate::http::serve(
+        listener,
+        app,
+        config.limits.header_timeout,
+        shutdown.clone(),
+        Duration::from_secs(5),
+    )
+    .await;
     drain(Some(&gateway), Some(&dispatcher), &config).await;
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! happens here.
 
 pub mod cluster;
+pub mod http;
 pub mod ops;
 pub mod serve;
 

@@ -34,7 +34,6 @@ pub fn gateway_config(config: &Config, linger: Duration) -> GatewayConfig {
         drain: config.drain,
         inbox_limit: config.inbox_limit as usize,
         topic_history_limit: config.topic_history_limit as usize,
-        max_topics_per_session: 256,
         linger,
     }
 }
@@ -98,9 +97,14 @@ pub async fn run(
             .merge(ops::router(ready, metrics)),
     );
     let drain = config.drain;
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await?;
+    crate::http::serve(
+        listener,
+        app,
+        config.limits.header_timeout,
+        shutdown.clone(),
+        Duration::from_secs(5),
+    )
+    .await;
     tracing::info!("draining sessions and deliveries");
     if !gateway.drained(drain + Duration::from_secs(3)).await {
         tracing::warn!("some sessions did not close within the drain window");

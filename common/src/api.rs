@@ -443,6 +443,7 @@ string_enum!(
     ErrorCode {
         InvalidRequest => "invalid_request",
         Unauthorized => "unauthorized",
+        Forbidden => "forbidden",
         NotFound => "not_found",
         MethodNotAllowed => "method_not_allowed",
         IdempotencyInProgress => "idempotency_in_progress",
@@ -460,6 +461,7 @@ impl ErrorCode {
         match self {
             ErrorCode::InvalidRequest => 400,
             ErrorCode::Unauthorized => 401,
+            ErrorCode::Forbidden => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::IdempotencyInProgress => 409,

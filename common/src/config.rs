@@ -54,6 +54,11 @@ pub const ENV_NATS_ACK_WAIT_S: &str = "HERALD_NATS_ACK_WAIT_S";
 pub const ENV_INBOX_MAX_AGE_S: &str = "HERALD_INBOX_MAX_AGE_S";
 pub const ENV_PRESENCE_LINGER_MS: &str = "HERALD_PRESENCE_LINGER_MS";
 pub const ENV_ALERT_WEBHOOK: &str = "HERALD_ALERT_WEBHOOK";
+pub const ENV_HEADER_TIMEOUT_S: &str = "HERALD_HEADER_TIMEOUT_S";
+pub const ENV_CLIENT_FRAMES_PER_S: &str = "HERALD_CLIENT_FRAMES_PER_S";
+pub const ENV_CONNECTS_PER_S: &str = "HERALD_CONNECTS_PER_S";
+pub const ENV_MAX_TOPICS_PER_SESSION: &str = "HERALD_MAX_TOPICS_PER_SESSION";
+pub const ENV_ALLOWED_ORIGINS: &str = "HERALD_ALLOWED_ORIGINS";
 pub const ENV_ALERT_ERROR_RATE: &str = "HERALD_ALERT_ERROR_RATE";
 pub const ENV_ALERT_MIN_ATTEMPTS: &str = "HERALD_ALERT_MIN_ATTEMPTS";
 pub const ENV_ALERT_WINDOW_S: &str = "HERALD_ALERT_WINDOW_S";
@@ -101,6 +106,11 @@ const SETTINGS: &[(&str, Option<&str>)] = &[
     (ENV_INBOX_MAX_AGE_S, Some("2592000")),
     (ENV_PRESENCE_LINGER_MS, Some("2000")),
     (ENV_ALERT_WEBHOOK, None),
+    (ENV_HEADER_TIMEOUT_S, Some("10")),
+    (ENV_CLIENT_FRAMES_PER_S, Some("50")),
+    (ENV_CONNECTS_PER_S, Some("100")),
+    (ENV_MAX_TOPICS_PER_SESSION, Some("256")),
+    (ENV_ALLOWED_ORIGINS, None),
     (ENV_ALERT_ERROR_RATE, Some("0.5")),
     (ENV_ALERT_MIN_ATTEMPTS, Some("20")),
     (ENV_ALERT_WINDOW_S, Some("60")),
@@ -186,6 +196,15 @@ pub struct Limits {
     pub max_frame_bytes: usize,
     pub session_queue_bytes: usize,
     pub max_sessions_per_user: usize,
+    pub max_topics_per_session: usize,
+    /// Frames a client may send per second (burst: twice that); 0 = unlimited.
+    pub client_frames_per_s: u32,
+    /// WebSocket connects per second per source address (burst: twice); 0 = unlimited.
+    pub connects_per_s: u32,
+    /// How long a client may take to send its request headers.
+    pub header_timeout: Duration,
+    /// Browser `Origin`s allowed to open a WebSocket; empty = any.
+    pub allowed_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -453,6 +472,15 @@ impl Config {
                 max_frame_bytes,
                 session_queue_bytes: raw.positive(ENV_SESSION_QUEUE_BYTES)? as usize,
                 max_sessions_per_user: raw.positive(ENV_MAX_SESSIONS_PER_USER)? as usize,
+                max_topics_per_session: raw.positive(ENV_MAX_TOPICS_PER_SESSION)? as usize,
+                client_frames_per_s: raw.parse(ENV_CLIENT_FRAMES_PER_S, "frames per second")?,
+                connects_per_s: raw.parse(ENV_CONNECTS_PER_S, "connects per second")?,
+                header_timeout: Duration::from_secs(raw.positive(ENV_HEADER_TIMEOUT_S)?),
+                allowed_origins: raw
+                    .list(ENV_ALLOWED_ORIGINS)
+                    .into_iter()
+                    .map(|o| o.trim_end_matches('/').to_string())
+                    .collect(),
             },
             retry,
             inbox_limit: raw.positive(ENV_INBOX_LIMIT)?,

@@ -9,6 +9,7 @@ pub mod config;
 pub mod events;
 pub mod ids;
 pub mod protocol;
+pub mod ratelimit;
 pub mod subjects;
 pub mod time;
 pub mod topic;

@@ -29,7 +29,6 @@ use serde_json::value::RawValue;
 use crate::error::ApiError;
 use crate::ordering::OrderLocks;
 use crate::pipeline::Pipeline;
-use crate::ratelimit::RateLimiter;
 
 /// Answers "how many live sessions does this user have", across the deployment.
 #[async_trait]
@@ -44,7 +43,7 @@ pub struct ApiState {
     pub bus: Arc<dyn Bus>,
     pub subjects: Subjects,
     pub api_keys: ApiKeys,
-    pub limiter: Option<RateLimiter>,
+    pub limiter: Option<herald_common::ratelimit::KeyedLimiter<usize>>,
     pub presence: Arc<dyn PresenceSource>,
     pub topic_order: OrderLocks,
 }
@@ -77,7 +76,7 @@ async fn require_api_key(State(state): St, request: Request, next: Next) -> Resp
         .and_then(|v| v.strip_prefix("Bearer "));
     match presented.map(|k| state.api_keys.position(k.trim())) {
         Some(Some(key)) => {
-            if let Some(Err(wait)) = state.limiter.as_ref().map(|l| l.check(key)) {
+            if let Some(Err(wait)) = state.limiter.as_ref().map(|l| l.check(&key)) {
                 metrics::counter!("herald_api_rate_limited_total").increment(1);
                 let mut e = ApiError::new(
                     ErrorCode::RateLimited,

@@ -9,7 +9,6 @@ pub mod error;
 pub mod ingest;
 pub mod ordering;
 pub mod pipeline;
-pub mod ratelimit;
 pub mod scheduler;
 
 use std::sync::Arc;
@@ -121,7 +120,7 @@ impl Dispatcher {
             history: engine.history,
             bus: Arc::clone(&engine.bus),
             subjects: subjects.clone(),
-            limiter: ratelimit::RateLimiter::new(config.api_rate_limit, keys.len()),
+            limiter: herald_common::ratelimit::KeyedLimiter::new(config.api_rate_limit),
             api_keys: ApiKeys::new(&keys),
             presence: engine.presence,
             topic_order: ordering::OrderLocks::new(256),

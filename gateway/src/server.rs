@@ -1,13 +1,14 @@
 //! The `/ws` endpoint: authenticates before upgrading, sets the socket's buffer and frame
 //! limits, and hands each connection to its own session task.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -17,6 +18,7 @@ use herald_common::auth::TokenVerifier;
 use herald_common::config::Limits;
 use herald_common::events::ReadReceipt;
 use herald_common::protocol::SUBPROTOCOL;
+use herald_common::ratelimit::KeyedLimiter;
 use herald_common::subjects::Subjects;
 use herald_engine::{Bus, History};
 use serde::Deserialize;
@@ -37,7 +39,6 @@ pub struct GatewayConfig {
     pub inbox_limit: usize,
     /// Most topic messages replayed by one `subscribe` with `since`.
     pub topic_history_limit: usize,
-    pub max_topics_per_session: usize,
     /// How long a user's or topic's bus interest outlives its last session.
     pub linger: Duration,
 }
@@ -53,6 +54,7 @@ pub(crate) struct GatewayState {
     pub tracker: TaskTracker,
     pub instance: String,
     next_id: AtomicU64,
+    connects: Option<KeyedLimiter<IpAddr>>,
 }
 
 impl GatewayState {
@@ -109,11 +111,12 @@ impl Gateway {
             history,
             bus,
             subjects,
-            config,
             shutdown,
             tracker,
             instance: format!("{:08x}", rand::random::<u32>()),
             next_id: AtomicU64::new(1),
+            connects: KeyedLimiter::new(config.limits.connects_per_s),
+            config,
         });
         Gateway { state }
     }
@@ -159,12 +162,48 @@ fn unauthorized(message: String) -> Response {
         .into_response()
 }
 
+fn refuse(status: StatusCode, code: ErrorCode, message: String) -> Response {
+    (status, axum::Json(ErrorBody::new(code, message))).into_response()
+}
+
 async fn upgrade(
     State(gw): State<Arc<GatewayState>>,
+    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
     query: Result<Query<WsQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
+    if let (Some(limiter), Some(axum::Extension(ConnectInfo(addr)))) = (&gw.connects, peer)
+        && let Err(wait) = limiter.check(&addr.ip())
+    {
+        metrics::counter!("herald_gateway_connects_refused_total", "reason" => "rate").increment(1);
+        let mut r = refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::RateLimited,
+            format!("too many connects from {}; retry later", addr.ip()),
+        );
+        if let Ok(v) =
+            header::HeaderValue::from_str(&wait.as_secs_f64().ceil().max(1.0).to_string())
+        {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return r;
+    }
+    let allowed = &gw.config.limits.allowed_origins;
+    if !allowed.is_empty()
+        && let Some(origin) = headers.get(header::ORIGIN)
+    {
+        let origin = origin.to_str().unwrap_or("").trim_end_matches('/');
+        if !allowed.iter().any(|a| a == origin || a == "*") {
+            metrics::counter!("herald_gateway_connects_refused_total", "reason" => "origin")
+                .increment(1);
+            return refuse(
+                StatusCode::FORBIDDEN,
+                ErrorCode::Forbidden,
+                format!("origin '{origin}' is not allowed"),
+            );
+        }
+    }
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

@@ -10,6 +10,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures::SinkExt;
 use herald_common::auth::Claims;
 use herald_common::protocol::{ClientFrame, MessageFrame, ServerFrame, close};
+use herald_common::ratelimit::TokenBucket;
 use herald_common::time::now_ms;
 use herald_common::topic::validate_topic;
 use tokio::time::Instant;
@@ -42,6 +43,8 @@ struct Session {
     topics: HashMap<Arc<str>, u64>,
     last_seen: Instant,
     batch: Vec<Outbound>,
+    /// Inbound frames allowed (acks are free: a resume may ask for a thousand).
+    inbound: Option<TokenBucket>,
 }
 
 /// Runs one upgraded connection to its end.
@@ -62,6 +65,12 @@ pub(crate) async fn run(gw: Arc<GatewayState>, socket: WebSocket, claims: Claims
         topics: HashMap::new(),
         last_seen: Instant::now(),
         batch: Vec::new(),
+        inbound: None,
+    };
+    let rate = session.gw.config.limits.client_frames_per_s;
+    let session = Session {
+        inbound: (rate > 0).then(|| TokenBucket::new(f64::from(rate), f64::from(rate) * 2.0)),
+        ..session
     };
     session.run(socket, session_id).instrument(span).await
 }
@@ -177,6 +186,14 @@ impl Session {
             Some(Ok(msg)) => msg,
         };
         self.last_seen = Instant::now();
+        let is_ack = matches!(&msg, Message::Text(t) if t.contains("\"ack\"") && t.len() < 256);
+        if !is_ack
+            && let Some(bucket) = &mut self.inbound
+            && bucket.take().is_err()
+        {
+            metrics::counter!("herald_gateway_flood_closes_total").increment(1);
+            return Err(End::Close(close::SLOW_CONSUMER, "too many frames"));
+        }
         match msg {
             Message::Text(text) => self.on_frame(socket, &text).await,
             Message::Binary(_) => {
@@ -301,14 +318,14 @@ impl Session {
             };
             return send(socket, &frame).await;
         }
-        if self.topics.len() >= self.gw.config.max_topics_per_session {
+        if self.topics.len() >= self.gw.config.limits.max_topics_per_session {
             return send(
                 socket,
                 &ServerFrame::error(
                     "too_many_topics",
                     format!(
                         "a session may hold at most {} topics",
-                        self.gw.config.max_topics_per_session
+                        self.gw.config.limits.max_topics_per_session
                     ),
                 ),
             )
