@@ -13,8 +13,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use bytes::Bytes;
 use herald_common::api::{
-    ErrorCode, MAX_BODY_BYTES, Presence, SendRequest, TopicAccepted, TopicPublish, UserProfile,
-    UserView,
+    Accepted, DeadLetterPage, ErrorBody, ErrorCode, MAX_BODY_BYTES, MessageView, Presence,
+    SendRequest, TopicAccepted, TopicPublish, UserProfile, UserView,
 };
 use herald_common::auth::ApiKeys;
 use herald_common::ids::validate_user_id;
@@ -50,7 +50,48 @@ pub struct ApiState {
 
 type St = State<Arc<ApiState>>;
 
+/// The API description served at `/openapi.json`, generated from the handlers above.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "Herald", description = "One API to reach users in the app, by email and by SMS."),
+    paths(send_message, get_message, publish_topic, put_user, get_user, delete_user, presence, dead_letters),
+    modifiers(&BearerAuth),
+    security(("api_key" = [])),
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+pub fn openapi_json() -> String {
+    use utoipa::OpenApi;
+    ApiDoc::openapi().to_json().unwrap_or_default()
+}
+
 pub fn router(state: Arc<ApiState>) -> Router {
+    let doc = openapi_json();
+    Router::new()
+        .route(
+            "/openapi.json",
+            get(move || {
+                let doc = doc.clone();
+                async move { ([(header::CONTENT_TYPE, "application/json")], doc) }
+            }),
+        )
+        .merge(v1_router(state))
+}
+
+fn v1_router(state: Arc<ApiState>) -> Router {
     Router::new()
         .route("/v1/messages", post(send_message))
         .route("/v1/messages/{id}", get(get_message))
@@ -106,6 +147,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
         let bytes = read_json_body(req).await?;
+        // Every body is an object (serde would also read a struct from an array).
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::invalid("the body must be a JSON object"));
+        }
         serde_json::from_slice(&bytes)
             .map(JsonBody)
             .map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
@@ -165,6 +210,20 @@ fn user_param(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError
     Ok(id)
 }
 
+#[utoipa::path(post, path = "/v1/messages", tag = "messages",
+    request_body = SendRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Idempotency key")),
+    responses(
+        (status = 202, description = "Accepted (durably)", body = Accepted),
+        (status = 400, description = "Invalid request", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 503, description = "Storage unavailable; retry", body = ErrorBody),
+        (status = 413, description = "Body over 256 KiB", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
+        (status = 409, description = "Same key being accepted right now", body = ErrorBody),
+        (status = 422, description = "Key reused with a different body", body = ErrorBody),
+    ))]
 async fn send_message(
     State(state): St,
     headers: HeaderMap,
@@ -188,6 +247,16 @@ async fn send_message(
     Ok(response)
 }
 
+#[utoipa::path(get, path = "/v1/messages/{id}", tag = "messages",
+    params(("id" = String, Path, description = "Message id")),
+    responses(
+        (status = 200, description = "Where it went", body = MessageView),
+        (status = 404, description = "No such message", body = ErrorBody),
+        (status = 400, description = "Invalid request", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 503, description = "Storage unavailable; retry", body = ErrorBody),
+    ))]
 async fn get_message(
     State(state): St,
     id: Result<Path<String>, PathRejection>,
@@ -199,6 +268,18 @@ async fn get_message(
     }
 }
 
+#[utoipa::path(post, path = "/v1/topics/{topic}/messages", tag = "topics",
+    request_body = TopicPublish,
+    params(("topic" = String, Path, description = "Topic name, e.g. team.42.alerts")),
+    responses(
+        (status = 202, description = "Published", body = TopicAccepted),
+        (status = 400, description = "Invalid request", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 503, description = "Storage unavailable; retry", body = ErrorBody),
+        (status = 413, description = "Body over 256 KiB", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
+    ))]
 async fn publish_topic(
     State(state): St,
     topic: Result<Path<String>, PathRejection>,
@@ -247,6 +328,18 @@ async fn publish_topic(
         .into_response())
 }
 
+#[utoipa::path(put, path = "/v1/users/{id}", tag = "users",
+    request_body = UserProfile,
+    params(("id" = String, Path, description = "User id")),
+    responses(
+        (status = 200, description = "Stored", body = UserView),
+        (status = 400, description = "Invalid request", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 503, description = "Storage unavailable; retry", body = ErrorBody),
+        (status = 413, description = "Body over 256 KiB", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
+    ))]
 async fn put_user(
     State(state): St,
     id: Result<Path<String>, PathRejection>,
@@ -258,6 +351,16 @@ async fn put_user(
     Ok(axum::Json(UserView { id, profile }).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/users/{id}", tag = "users",
+    params(("id" = String, Path, description = "User id")),
+    responses(
+        (status = 200, description = "The profile", body = UserView),
+        (status = 404, description = "No such user", body = ErrorBody),
+        (status = 400, description = "Invalid request", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 503, description = "Storage unavailable; retry", body = ErrorBody),
+    ))]
 async fn get_user(
     State(state): St,
     id: Result<Path<String>, PathRejection>,
@@ -269,6 +372,15 @@ async fn get_user(
     }
 }
 
+#[utoipa::path(delete, path = "/v1/users/{id}", tag = "users",
+    params(("id" = String, Path, description = "User id")),
+    responses(
+        (status = 204, description = "Deleted (or there was nothing)"),
+        (status = 400, description = "Invalid request", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 503, description = "Storage unavailable; retry", body = ErrorBody),
+    ))]
 async fn delete_user(
     State(state): St,
     id: Result<Path<String>, PathRejection>,
@@ -278,6 +390,15 @@ async fn delete_user(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+#[utoipa::path(get, path = "/v1/users/{id}/presence", tag = "users",
+    params(("id" = String, Path, description = "User id")),
+    responses(
+        (status = 200, description = "Live sessions, cluster-wide", body = Presence),
+        (status = 400, description = "Invalid request", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 503, description = "Storage unavailable; retry", body = ErrorBody),
+    ))]
 async fn presence(
     State(state): St,
     id: Result<Path<String>, PathRejection>,
@@ -302,6 +423,18 @@ struct DeadLetterQuery {
 }
 
 /// `GET /v1/dead-letters?limit=50&before=<next>`: recipients that ended failed or expired.
+#[utoipa::path(get, path = "/v1/dead-letters", tag = "messages",
+    params(
+        ("limit" = Option<usize>, Query, description = "1-500, default 50", minimum = 1, maximum = 500),
+        ("before" = Option<String>, Query, description = "The `next` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "Recipients that ended failed or expired, newest first", body = DeadLetterPage),
+        (status = 400, description = "Invalid request", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 503, description = "Storage unavailable; retry", body = ErrorBody),
+    ))]
 async fn dead_letters(
     State(state): St,
     query: Result<axum::extract::Query<DeadLetterQuery>, axum::extract::rejection::QueryRejection>,
