@@ -364,7 +364,9 @@ on_both_engines!(
 /// the document, with its declared status and content type.
 #[tokio::test]
 async fn schemathesis_finds_no_server_errors_and_no_undocumented_answers() {
-    let h = Herald::builder().env("HERALD_LOG", "warn,herald=info").start();
+    let h = Herald::builder()
+        .env("HERALD_LOG", "warn,herald=info")
+        .start();
     let doc = h.api().get("/openapi.json").await;
     assert_eq!(doc.status, 200);
     assert_eq!(doc.body["openapi"], "3.1.0");
@@ -380,7 +382,11 @@ async fn schemathesis_finds_no_server_errors_and_no_undocumented_answers() {
         .await
         .expect("run schemathesis (in the test venv)");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "schemathesis found problems:\n{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "schemathesis found problems:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The server survived it all.
     assert_eq!(h.api().get("/healthz").await.status, 200);
 }

@@ -237,7 +237,11 @@ impl SendRequest {
         if blank(&self.title) && blank(&self.body) {
             return Err("one of 'title' or 'body' is required".into());
         }
-        if self.data.as_ref().is_some_and(|d| !d.is_object() && !d.is_null()) {
+        if self
+            .data
+            .as_ref()
+            .is_some_and(|d| !d.is_object() && !d.is_null())
+        {
             return Err("'data' must be a JSON object".into());
         }
         if let Some(channels) = &self.channels {

@@ -19,8 +19,15 @@ fn json() -> impl Strategy<Value = Value> {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
             prop::collection::btree_map(
-                prop_oneof![Just("type".to_string()), Just("id".to_string()), Just("to".to_string()),
-                            Just("title".to_string()), Just("since".to_string()), Just("topic".to_string()), ".{0,8}".prop_map(String::from)],
+                prop_oneof![
+                    Just("type".to_string()),
+                    Just("id".to_string()),
+                    Just("to".to_string()),
+                    Just("title".to_string()),
+                    Just("since".to_string()),
+                    Just("topic".to_string()),
+                    ".{0,8}".prop_map(String::from)
+                ],
                 inner,
                 0..6
             )

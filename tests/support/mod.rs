@@ -116,6 +116,7 @@ pub struct Herald {
     role: &'static str,
 }
 
+#[must_use]
 pub struct HeraldBuilder {
     env: Vec<(String, String)>,
     args: Vec<String>,

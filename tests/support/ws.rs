@@ -76,7 +76,11 @@ impl Client {
                     .unwrap_or(Value::Null);
                 Err(Refused { status, body })
             }
-            Err(e) => panic!("websocket connect failed: {e}"),
+            // No HTTP answer at all (refused, reset): status 0.
+            Err(e) => Err(Refused {
+                status: 0,
+                body: Value::String(e.to_string()),
+            }),
         }
     }
 
