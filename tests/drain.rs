@@ -4,76 +4,15 @@
 
 mod support;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use support::Herald;
 use support::nats::Nats;
-use support::{Client, Frame, Herald};
-
-type Gateways = Arc<Mutex<Vec<String>>>;
-
-/// What one user's client saw: ids by session, and close codes.
-#[derive(Default)]
-struct Seen {
-    ids: HashSet<String>,
-    duplicates_in_a_session: usize,
-    closes: Vec<(u16, Instant)>,
-}
-
-/// A client that keeps itself connected: on any close it reconnects to a live gateway
-/// and resumes from the last seq it saw.
-async fn resilient_client(
-    start: usize,
-    token: String,
-    gateways: Gateways,
-    seen: Arc<Mutex<Seen>>,
-    stop: Arc<AtomicBool>,
-) {
-    let mut last_seq = 0u64;
-    let mut turn = start;
-    while !stop.load(Ordering::Relaxed) {
-        let url = {
-            let g = gateways.lock().unwrap();
-            turn += 1;
-            g[turn % g.len()].clone()
-        };
-        let Ok(mut c) = Client::connect(&url, &token).await else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
-        c.send(json!({"type": "resume", "since": last_seq})).await;
-        let mut session_ids = HashSet::new();
-        loop {
-            if stop.load(Ordering::Relaxed) {
-                return;
-            }
-            match c.next(Duration::from_millis(200)).await {
-                None => continue,
-                Some(Frame::Json(v)) if v["type"] == "message" => {
-                    let id = v["id"].as_str().unwrap_or_default().to_string();
-                    last_seq = last_seq.max(v["seq"].as_u64().unwrap_or(0));
-                    {
-                        let mut s = seen.lock().unwrap();
-                        if !session_ids.insert(id.clone()) {
-                            s.duplicates_in_a_session += 1;
-                        }
-                        s.ids.insert(id.clone());
-                    }
-                    c.ack(&id).await;
-                }
-                Some(Frame::Json(_)) => {}
-                Some(Frame::Close(code)) => {
-                    seen.lock().unwrap().closes.push((code, Instant::now()));
-                    break;
-                }
-                Some(Frame::Ended) => break,
-            }
-        }
-    }
-}
+use support::resilient::{self, Seen, Urls};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_restart_of_every_gateway_under_load_loses_nothing() {
@@ -86,12 +25,9 @@ async fn rolling_restart_of_every_gateway_under_load_loses_nothing() {
     let mut gateways: Vec<Herald> = (0..3)
         .map(|_| env(Herald::builder().role("gateway", &nats.url())).start())
         .collect();
-    let urls: Gateways = Arc::new(Mutex::new(gateways.iter().map(|g| g.ws_url()).collect()));
+    let urls: Urls = Arc::new(Mutex::new(gateways.iter().map(|g| g.ws_url()).collect()));
     let api = dispatcher.api();
-    support::eventually(Duration::from_secs(60), "ready", || async {
-        (api.get("/readyz").await.status == 200).then_some(())
-    })
-    .await;
+    api.wait_ready(Duration::from_secs(60)).await;
 
     let users: Vec<String> = (0..12).map(|i| format!("roll{i}")).collect();
     let stop = Arc::new(AtomicBool::new(false));
@@ -101,12 +37,13 @@ async fn rolling_restart_of_every_gateway_under_load_loses_nothing() {
         let s = Arc::new(Mutex::new(Seen::default()));
         seen.insert(u.clone(), Arc::clone(&s));
         let token = gateways[0].token(u, &[], Duration::from_secs(600));
-        tasks.push(tokio::spawn(resilient_client(
+        tasks.push(tokio::spawn(resilient::run(
             i,
             token,
             Arc::clone(&urls),
             s,
             Arc::clone(&stop),
+            None,
         )));
     }
     // Load: personal messages to every user, all along.

@@ -5,6 +5,7 @@
 
 pub mod mail;
 pub mod nats;
+pub mod resilient;
 pub mod ws;
 
 use std::io::{BufRead, BufReader};
@@ -223,7 +224,10 @@ impl Herald {
     }
 
     fn spawn(&mut self) {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
+        // HERALD_BIN runs another build (e.g. release, for long chaos runs).
+        let bin = std::env::var("HERALD_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_herald").to_string());
+        let mut cmd = Command::new(bin);
         cmd.arg(self.role).args(&self.args);
         cmd.env_clear();
         for k in ["PATH", "HOME", "TMPDIR"] {
@@ -378,6 +382,21 @@ impl Api {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// Waits until `/readyz` says 200 (a process still setting up its engine may not even
+    /// answer yet).
+    pub async fn wait_ready(&self, timeout: Duration) {
+        eventually(timeout, "/readyz", || async {
+            let r = self
+                .http
+                .get(self.url("/readyz"))
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await;
+            r.ok().filter(|r| r.status().is_success()).map(|_| ())
+        })
+        .await
     }
 
     pub async fn answer(rb: reqwest::RequestBuilder) -> Answer {
