@@ -44,17 +44,7 @@ impl Cluster {
     /// started takes a while to elect leaders for replicated streams).
     async fn ready(self) -> Cluster {
         for h in self.dispatchers.iter().chain(&self.gateways) {
-            let api = h.api();
-            support::eventually(Duration::from_secs(120), "/readyz", || async {
-                let r = api
-                    .http
-                    .get(api.url("/readyz"))
-                    .timeout(Duration::from_secs(2))
-                    .send()
-                    .await;
-                r.ok().filter(|r| r.status().is_success()).map(|_| ())
-            })
-            .await;
+            h.api().wait_ready(Duration::from_secs(120)).await;
         }
         self
     }
