@@ -7,6 +7,7 @@ pub mod api;
 pub mod channels;
 pub mod error;
 pub mod ingest;
+pub mod metrics;
 pub mod ordering;
 pub mod pipeline;
 pub mod scheduler;
@@ -98,7 +99,7 @@ impl Dispatcher {
             Arc::clone(&engine.bus),
             subjects.clone(),
             channels,
-            engine.queue,
+            Arc::clone(&engine.queue),
             PipelineConfig {
                 alerts: config.alerts.clone(),
                 default_channels: config.default_channels.clone(),
@@ -108,6 +109,12 @@ impl Dispatcher {
             },
         );
         let tracker = TaskTracker::new();
+        metrics::describe();
+        tracker.spawn(metrics::sample(
+            Arc::clone(&engine.queue),
+            Arc::clone(&engine.store),
+            shutdown.clone(),
+        ));
         pipeline.start(shutdown.clone(), &tracker);
         let keys: Vec<String> = config
             .api_keys

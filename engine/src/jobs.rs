@@ -64,6 +64,9 @@ pub trait JobQueue: Send + Sync + 'static {
 
     /// Waits for the next due job of `lane`; `None` once `shutdown` fires.
     async fn next(&self, lane: usize, shutdown: &CancellationToken) -> Option<Lease>;
+
+    /// Jobs waiting or running in each lane (for the `herald_queue_depth` gauge).
+    async fn depths(&self) -> [u64; LANES];
 }
 
 struct Entry {
@@ -167,6 +170,10 @@ impl LocalQueue {
 
 #[async_trait]
 impl JobQueue for Arc<LocalQueue> {
+    async fn depths(&self) -> [u64; LANES] {
+        std::array::from_fn(|lane| self.depth(lane) as u64)
+    }
+
     async fn enqueue_accepted(&self, message: Arc<MessageRecord>) -> StoreResult<()> {
         for idx in 0..message.recipients.len() {
             self.push(Job {

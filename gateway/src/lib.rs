@@ -4,6 +4,7 @@
 //! `Bus` and `History`, so the same code serves the embedded and the cluster engine.
 
 pub mod hub;
+pub mod metrics;
 pub mod outbox;
 pub mod server;
 pub mod session;

@@ -105,6 +105,8 @@ impl Gateway {
         );
         let tracker = TaskTracker::new();
         tracker.spawn(Arc::clone(&hub).relay(rx));
+        crate::metrics::describe();
+        tracker.spawn(crate::metrics::sample(Arc::clone(&bus), shutdown.clone()));
         let state = Arc::new(GatewayState {
             hub,
             verifier,

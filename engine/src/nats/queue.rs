@@ -320,6 +320,16 @@ impl Settler for NatsSettler {
 
 #[async_trait]
 impl JobQueue for Arc<JetStreamQueue> {
+    async fn depths(&self) -> [u64; LANES] {
+        let mut out = [0; LANES];
+        for (lane, consumer) in self.lanes.iter().enumerate() {
+            if let Ok(info) = consumer.get_info().await {
+                out[lane] = info.num_pending + info.num_ack_pending as u64;
+            }
+        }
+        out
+    }
+
     /// Accepting published the record to the ingest stream; jobs come from there.
     async fn enqueue_accepted(&self, _message: Arc<MessageRecord>) -> StoreResult<()> {
         Ok(())
