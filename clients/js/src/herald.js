@@ -1,0 +1,286 @@
+// Herald client for browsers and Node (>= 22, or 20 with --experimental-websocket).
+// No dependencies. See README.md for the guide.
+//
+//   import { connect } from "@herald/client";
+//   const herald = connect({ url: "wss://push.example.com/ws", getToken: fetchToken });
+//   herald.addEventListener("message", (e) => console.log(e.detail.title));
+//
+// What it does for you: reconnects with jittered backoff; resumes personal messages from
+// the last seq it saw (persisted in localStorage where there is one); recovers topics from
+// their last seq; acks every message; drops repeats by id; refreshes the token before it
+// expires; and reacts to Herald's close codes (1012 reconnect now, 4001 new token, 4008
+// resume, 4003 drop that topic, 4009 back off).
+
+const SUBPROTOCOL = "herald.v1";
+
+const CLOSE = Object.freeze({
+  NORMAL: 1000,
+  RESTARTING: 1012,
+  UNAUTHORIZED: 4001,
+  FORBIDDEN_TOPIC: 4003,
+  SLOW_CONSUMER: 4008,
+  TOO_MANY_SESSIONS: 4009,
+});
+
+/** Storage that lives as long as the page or process. */
+export class MemoryStorage {
+  #map = new Map();
+  getItem(k) { return this.#map.has(k) ? this.#map.get(k) : null; }
+  setItem(k, v) { this.#map.set(k, String(v)); }
+  removeItem(k) { this.#map.delete(k); }
+}
+
+function defaultStorage() {
+  try {
+    if (typeof localStorage !== "undefined" && localStorage) return localStorage;
+  } catch { /* some browsers throw when storage is disabled */ }
+  return new MemoryStorage();
+}
+
+/** Seconds since the epoch at which a JWT expires, or null. */
+export function tokenExpiry(token) {
+  try {
+    const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const json = typeof atob === "function" ? atob(part) : Buffer.from(part, "base64").toString("utf8");
+    const exp = JSON.parse(json).exp;
+    return typeof exp === "number" ? exp : null;
+  } catch {
+    return null;
+  }
+}
+
+/** A bounded set: remembers the last `limit` ids. */
+class RecentIds {
+  #set = new Set();
+  #limit;
+  constructor(limit) { this.#limit = limit; }
+  has(id) { return this.#set.has(id); }
+  add(id) {
+    this.#set.add(id);
+    if (this.#set.size > this.#limit) this.#set.delete(this.#set.values().next().value);
+  }
+}
+
+export class HeraldClient extends EventTarget {
+  #opts;
+  #ws = null;
+  #token;
+  #userId = null;
+  #lastSeq = 0;
+  #topics = new Map(); // topic -> last seq seen
+  #pendingTopic = null;
+  #seen;
+  #attempt = 0;
+  #stopped = false;
+  #reconnectTimer = null;
+  #refreshTimer = null;
+  #storage;
+
+  /**
+   * @param {object} opts see herald.d.ts
+   */
+  constructor(opts) {
+    super();
+    if (!opts || !opts.url) throw new Error("herald: 'url' is required");
+    if (!opts.token && !opts.getToken) throw new Error("herald: 'token' or 'getToken' is required");
+    this.#opts = {
+      autoAck: true,
+      minBackoffMs: 250,
+      maxBackoffMs: 15000,
+      refreshBeforeMs: 30000,
+      dedupe: 2000,
+      replayOnFirstConnect: false,
+      ...opts,
+    };
+    this.#token = opts.token ?? null;
+    this.#storage = opts.storage ?? defaultStorage();
+    this.#seen = new RecentIds(this.#opts.dedupe);
+    for (const t of opts.topics ?? []) this.#topics.set(t, 0);
+  }
+
+  /** The user this client is connected as (after the first `welcome`). */
+  get userId() { return this.#userId; }
+  /** The highest personal seq seen. */
+  get lastSeq() { return this.#lastSeq; }
+  get connected() { return this.#ws !== null && this.#ws.readyState === 1; }
+
+  async connect() {
+    this.#stopped = false;
+    if (!this.#token && this.#opts.getToken) this.#token = await this.#opts.getToken();
+    this.#open();
+    return this;
+  }
+
+  /** Closes for good (no reconnect). */
+  close() {
+    this.#stopped = true;
+    clearTimeout(this.#reconnectTimer);
+    clearTimeout(this.#refreshTimer);
+    if (this.#ws) this.#ws.close(CLOSE.NORMAL);
+  }
+
+  subscribe(topic, { since } = {}) {
+    if (!this.#topics.has(topic) || since !== undefined) this.#topics.set(topic, since ?? this.#topics.get(topic) ?? 0);
+    this.#sendSubscribe(topic, since);
+  }
+
+  unsubscribe(topic) {
+    this.#topics.delete(topic);
+    this.#send({ type: "unsubscribe", topic });
+  }
+
+  ack(id) { this.#send({ type: "ack", id }); }
+  read(id) { this.#send({ type: "read", id }); }
+
+  /** Drops the connection and reconnects at once (resuming). */
+  reconnectNow() {
+    if (this.#ws) this.#ws.close(CLOSE.NORMAL, "reconnect");
+    this.#ws = null;
+    this.#schedule(0);
+  }
+
+  #emit(type, detail) { this.dispatchEvent(new CustomEvent(type, { detail })); }
+
+  #send(frame) {
+    if (this.connected) this.#ws.send(JSON.stringify(frame));
+  }
+
+  #sendSubscribe(topic, since) {
+    this.#pendingTopic = topic;
+    const frame = { type: "subscribe", topic };
+    const from = since ?? this.#topics.get(topic);
+    if (from) frame.since = from;
+    this.#send(frame);
+  }
+
+  #key(what) { return `herald:${this.#userId}:${what}`; }
+
+  #open() {
+    const Ws = this.#opts.WebSocket ?? globalThis.WebSocket;
+    if (!Ws) throw new Error("herald: no WebSocket (Node 20: run with --experimental-websocket, or pass { WebSocket })");
+    const sep = this.#opts.url.includes("?") ? "&" : "?";
+    const ws = new Ws(`${this.#opts.url}${sep}token=${encodeURIComponent(this.#token)}`, [SUBPROTOCOL]);
+    this.#ws = ws;
+    ws.onmessage = (ev) => this.#onFrame(ws, ev.data);
+    ws.onclose = (ev) => this.#onClose(ws, ev.code, ev.reason);
+    ws.onerror = () => { /* a close follows */ };
+  }
+
+  #onFrame(ws, data) {
+    if (ws !== this.#ws) return;
+    let f;
+    try { f = JSON.parse(typeof data === "string" ? data : new TextDecoder().decode(data)); } catch { return; }
+    switch (f.type) {
+      case "welcome": {
+        const first = this.#userId === null;
+        this.#userId = f.user_id;
+        this.#attempt = 0;
+        const stored = Number(this.#storage.getItem(this.#key("seq")) ?? 0);
+        this.#lastSeq = Math.max(this.#lastSeq, stored);
+        if (this.#lastSeq > 0 || (first && this.#opts.replayOnFirstConnect)) {
+          this.#send({ type: "resume", since: this.#lastSeq });
+        }
+        for (const topic of this.#topics.keys()) {
+          const stored = Number(this.#storage.getItem(this.#key(`topic:${topic}`)) ?? 0);
+          if (stored > (this.#topics.get(topic) ?? 0)) this.#topics.set(topic, stored);
+          this.#sendSubscribe(topic);
+        }
+        this.#scheduleRefresh();
+        this.#emit("open", f);
+        break;
+      }
+      case "message": {
+        if (f.topic !== undefined) {
+          const last = this.#topics.get(f.topic) ?? 0;
+          if (f.seq > last) {
+            this.#topics.set(f.topic, f.seq);
+            this.#storage.setItem(this.#key(`topic:${f.topic}`), f.seq);
+          }
+          if (this.#seen.has(f.id)) return;
+          this.#seen.add(f.id);
+          this.#emit("topic", f);
+          return;
+        }
+        if (f.seq > this.#lastSeq) {
+          this.#lastSeq = f.seq;
+          this.#storage.setItem(this.#key("seq"), f.seq);
+        }
+        const repeat = this.#seen.has(f.id);
+        if (this.#opts.autoAck) this.ack(f.id);
+        if (repeat) return;
+        this.#seen.add(f.id);
+        this.#emit("message", f);
+        break;
+      }
+      case "resumed": this.#emit("resumed", f); break;
+      case "subscribed":
+        if (f.seq > (this.#topics.get(f.topic) ?? 0)) this.#topics.set(f.topic, f.seq);
+        this.#emit("subscribed", f);
+        break;
+      case "unsubscribed": this.#emit("unsubscribed", f); break;
+      case "error": this.#emit("error", f); break;
+      default: break;
+    }
+  }
+
+  async #onClose(ws, code, reason) {
+    if (ws !== this.#ws) return;
+    this.#ws = null;
+    clearTimeout(this.#refreshTimer);
+    let delay = null;
+    if (this.#stopped || code === CLOSE.NORMAL && reason !== "reconnect") {
+      delay = null;
+    } else if (code === CLOSE.RESTARTING) {
+      delay = Math.random() * 250; // draining: reconnect elsewhere now
+    } else if (code === CLOSE.UNAUTHORIZED) {
+      if (this.#opts.getToken) {
+        try { this.#token = await this.#opts.getToken(); delay = 0; } catch (e) { this.#emit("error", { code: "token", message: String(e) }); delay = this.#backoff(); }
+      }
+    } else if (code === CLOSE.FORBIDDEN_TOPIC) {
+      if (this.#pendingTopic) this.#topics.delete(this.#pendingTopic);
+      this.#emit("error", { code: "forbidden_topic", topic: this.#pendingTopic, message: reason });
+      delay = 0;
+    } else if (code === CLOSE.TOO_MANY_SESSIONS) {
+      delay = this.#opts.maxBackoffMs;
+    } else {
+      delay = this.#backoff(); // 4008 and network trouble: resume after a pause
+    }
+    this.#emit("close", { code, reason, willReconnect: delay !== null });
+    if (delay !== null) this.#schedule(delay);
+  }
+
+  #backoff() {
+    const cap = Math.min(this.#opts.maxBackoffMs, this.#opts.minBackoffMs * 2 ** this.#attempt);
+    this.#attempt += 1;
+    return Math.random() * cap; // full jitter
+  }
+
+  #schedule(delay) {
+    clearTimeout(this.#reconnectTimer);
+    this.#reconnectTimer = setTimeout(() => { if (!this.#stopped) this.#open(); }, delay);
+  }
+
+  #scheduleRefresh() {
+    clearTimeout(this.#refreshTimer);
+    const exp = tokenExpiry(this.#token ?? "");
+    if (!exp || !this.#opts.getToken) return;
+    const wait = Math.max(0, exp * 1000 - Date.now() - this.#opts.refreshBeforeMs);
+    this.#refreshTimer = setTimeout(async () => {
+      try {
+        this.#token = await this.#opts.getToken();
+        this.reconnectNow(); // a fresh session with the new token; resume covers the gap
+      } catch (e) {
+        this.#emit("error", { code: "token", message: String(e) });
+      }
+    }, wait);
+  }
+}
+
+/** Creates a client and connects it. */
+export function connect(opts) {
+  const client = new HeraldClient(opts);
+  client.connect().catch((e) => client.dispatchEvent(new CustomEvent("error", { detail: { code: "connect", message: String(e) } })));
+  return client;
+}
+
+export { CLOSE };

@@ -1,0 +1,161 @@
+// The SDK against a real `herald serve`.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { connect, HeraldClient, MemoryStorage, tokenExpiry } from "../src/herald.js";
+import { api, collect, send, startHerald, token, until } from "./harness.js";
+
+test("receives, acks (so the message is delivered) and exposes seq", async () => {
+  const h = await startHerald();
+  try {
+    const c = connect({ url: h.ws, token: token("ann") });
+    const messages = collect(c, "message");
+    await until("open", () => c.connected && c.userId === "ann");
+    const id = await send(h, { to: ["ann"], title: "Hello", data: { n: 1 } });
+    await until("the message", () => messages.length === 1);
+    assert.equal(messages[0].id, id);
+    assert.deepEqual(messages[0].data, { n: 1 });
+    assert.equal(c.lastSeq, 1);
+    await until("delivered", async () => (await api(h, "GET", `/v1/messages/${id}`)).body.status === "delivered");
+    c.close();
+  } finally {
+    await h.stop();
+  }
+});
+
+test("resumes what was missed from the stored seq, in order, each once", async () => {
+  const h = await startHerald();
+  try {
+    const storage = new MemoryStorage();
+    const first = connect({ url: h.ws, token: token("bo"), storage });
+    const seen = collect(first, "message");
+    await until("open", () => first.connected);
+    await send(h, { to: ["bo"], title: "m0" });
+    await until("m0", () => seen.length === 1);
+    first.close();
+    const missed = [];
+    for (let i = 1; i <= 3; i++) missed.push(await send(h, { to: ["bo"], title: `m${i}`, channels: ["in_app"] }));
+    for (const id of missed) {
+      await until("offline", async () => (await api(h, "GET", `/v1/messages/${id}`)).body.status === "failed");
+    }
+    const second = connect({ url: h.ws, token: token("bo"), storage });
+    const got = collect(second, "message");
+    const resumed = collect(second, "resumed");
+    await until("resume", () => resumed.length === 1);
+    // Replayed in seq order, each once (messages accepted within the same instant may be
+    // numbered in either order).
+    assert.deepEqual(got.map((m) => m.id).sort(), [...missed].sort());
+    assert.deepEqual(got.map((m) => m.seq), [2, 3, 4]);
+    assert.equal(resumed[0].complete, true);
+    second.close();
+  } finally {
+    await h.stop();
+  }
+});
+
+test("recovers topics after a reconnect and reconnects on 1012", async () => {
+  const h = await startHerald();
+  try {
+    const c = connect({ url: h.ws, token: token("cy", { topics: ["news"] }), topics: ["news"], minBackoffMs: 50 });
+    const topics = collect(c, "topic");
+    const closes = collect(c, "close");
+    const opens = collect(c, "open");
+    const subscribed = collect(c, "subscribed");
+    await until("subscribed", () => subscribed.length === 1);
+    assert.equal((await api(h, "POST", "/v1/topics/news/messages", { title: "t1" })).status, 202);
+    await until("t1", () => topics.length === 1);
+    await h.restart(); // SIGTERM: the session is closed 1012, the client comes back by itself
+    await until("reconnected and re-subscribed", () => opens.length === 2 && subscribed.length === 2, 20000);
+    assert.equal(closes[0].code, 1012);
+    assert.equal(closes[0].willReconnect, true);
+    await api(h, "POST", "/v1/topics/news/messages", { title: "t2" });
+    await until("t2", () => topics.length === 2);
+    assert.deepEqual(topics.map((t) => t.title), ["t1", "t2"]);
+    c.close();
+  } finally {
+    await h.stop();
+  }
+});
+
+test("refreshes the token before it expires and never sees 4001", async () => {
+  const h = await startHerald();
+  try {
+    let issued = 0;
+    const c = connect({ url: h.ws, getToken: () => { issued += 1; return token("di", { ttlS: 3 }); }, refreshBeforeMs: 1500 });
+    const closes = collect(c, "close");
+    const messages = collect(c, "message");
+    await until("open", () => c.connected);
+    await new Promise((r) => setTimeout(r, 4500));
+    await until("connected", () => c.connected);
+    const id = await send(h, { to: ["di"], title: "after expiry" });
+    await until("message", () => messages.some((m) => m.id === id));
+    assert.ok(issued >= 2, `tokens issued: ${issued}`);
+    assert.ok(!closes.some((e) => e.code === 4001), JSON.stringify(closes));
+    c.close();
+  } finally {
+    await h.stop();
+  }
+});
+
+test("without getToken an expired token ends the client with 4001", async () => {
+  const h = await startHerald();
+  try {
+    const c = connect({ url: h.ws, token: token("ed", { ttlS: 2 }) });
+    const closes = collect(c, "close");
+    await until("4001", () => closes.length === 1, 10000);
+    assert.deepEqual([closes[0].code, closes[0].willReconnect], [4001, false]);
+  } finally {
+    await h.stop();
+  }
+});
+
+test("a forbidden topic is dropped, the rest stays", async () => {
+  const h = await startHerald();
+  try {
+    const c = connect({ url: h.ws, token: token("fi", { topics: ["ok"] }), topics: ["ok"], minBackoffMs: 20 });
+    const errors = collect(c, "error");
+    const topics = collect(c, "topic");
+    const opens = collect(c, "open");
+    const subscribed = collect(c, "subscribed");
+    await until("open", () => opens.length === 1 && subscribed.length === 1);
+    c.subscribe("secret");
+    await until("forbidden", () => errors.some((e) => e.code === "forbidden_topic"));
+    assert.equal(errors.find((e) => e.code === "forbidden_topic").topic, "secret");
+    await until("back, subscribed to ok only", () => opens.length === 2 && subscribed.length === 2);
+    assert.equal(subscribed[1].topic, "ok");
+    await api(h, "POST", "/v1/topics/ok/messages", { title: "fine" });
+    await until("ok", () => topics.length === 1);
+    c.close();
+  } finally {
+    await h.stop();
+  }
+});
+
+// De-duplication, without a server: a fake socket that repeats a message.
+test("drops a repeated id but still acks it", async () => {
+  const sent = [];
+  class FakeSocket {
+    constructor() {
+      this.readyState = 1;
+      queueMicrotask(() => {
+        const frame = (f) => this.onmessage({ data: JSON.stringify(f) });
+        frame({ type: "welcome", session_id: "s", user_id: "u", heartbeat_s: 25 });
+        const m = { type: "message", id: "01A", seq: 1, title: "x", created_at: "now" };
+        frame(m);
+        frame(m);
+      });
+    }
+    send(t) { sent.push(JSON.parse(t)); }
+    close() {}
+  }
+  const c = new HeraldClient({ url: "ws://fake/ws", token: "t", WebSocket: FakeSocket });
+  const got = collect(c, "message");
+  await c.connect();
+  await new Promise((r) => setTimeout(r, 10));
+  assert.equal(got.length, 1);
+  assert.equal(sent.filter((f) => f.type === "ack").length, 2);
+});
+
+test("reads a token's expiry", () => {
+  assert.equal(tokenExpiry(token("x", { ttlS: 100 })) > Date.now() / 1000, true);
+  assert.equal(tokenExpiry("garbage"), null);
+});
