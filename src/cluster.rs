@@ -42,11 +42,29 @@ impl PresenceSource for ClusterPresence {
             )
             .await
             .map_err(|e| e.to_string())?;
-        Ok(replies
-            .iter()
-            .filter_map(|r| std::str::from_utf8(r).ok()?.trim().parse::<u64>().ok())
-            .sum())
+        Ok(sum_counts(&replies))
     }
+
+    async fn total_sessions(&self) -> Result<u64, String> {
+        let replies = self
+            .bus
+            .gather(
+                &self.subjects.gateways(),
+                Bytes::from_static(b"sessions?"),
+                PRESENCE_WINDOW,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(sum_counts(&replies))
+    }
+}
+
+/// Sums decimal counts answered by gateways.
+fn sum_counts(replies: &[Bytes]) -> u64 {
+    replies
+        .iter()
+        .filter_map(|r| std::str::from_utf8(r).ok()?.trim().parse::<u64>().ok())
+        .sum()
 }
 
 /// A connected cluster engine.

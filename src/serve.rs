@@ -25,6 +25,10 @@ impl PresenceSource for LocalPresence {
     async fn sessions(&self, user_id: &str) -> Result<u64, String> {
         Ok(self.0.sessions_of(user_id) as u64)
     }
+
+    async fn total_sessions(&self) -> Result<u64, String> {
+        Ok(self.0.session_count())
+    }
 }
 
 pub fn gateway_config(config: &Config, linger: Duration) -> GatewayConfig {

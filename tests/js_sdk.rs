@@ -12,6 +12,10 @@ fn the_javascript_sdk_passes_its_tests() {
         .output()
         .expect("run npm (Node.js 20+ is on the machine)");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "npm test failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "npm test failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("# fail 0"), "{stdout}");
 }

@@ -375,6 +375,46 @@ pub struct DeadLetterPage {
     pub next: Option<String>,
 }
 
+/// `GET /v1/stats` (extension): this dispatcher's counters since it started, and the live
+/// sessions on every gateway.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Stats {
+    pub sessions: u64,
+    pub accepted: u64,
+    pub delivered: u64,
+    pub sent: u64,
+    pub failed: u64,
+    pub expired: u64,
+    pub fallbacks: u64,
+    pub retries: u64,
+}
+
+/// `GET /v1/messages?user=…` (extension).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct MessageList {
+    pub items: Vec<MessageView>,
+}
+
+/// `POST /v1/tokens` (extension): mint a client token with the configured secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TokenRequest {
+    pub user: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topics: Option<Vec<String>>,
+    /// Lifetime in seconds (default 3600, at most 7 days).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_s: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TokenResponse {
+    pub token: String,
+    pub expires_at: String,
+    /// Where clients connect, when `HERALD_PUBLIC_WS_URL` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ws_url: Option<String>,
+}
+
 /// `POST /v1/topics/{topic}/messages`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TopicPublish {

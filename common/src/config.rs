@@ -59,6 +59,7 @@ pub const ENV_CLIENT_FRAMES_PER_S: &str = "HERALD_CLIENT_FRAMES_PER_S";
 pub const ENV_CONNECTS_PER_S: &str = "HERALD_CONNECTS_PER_S";
 pub const ENV_MAX_TOPICS_PER_SESSION: &str = "HERALD_MAX_TOPICS_PER_SESSION";
 pub const ENV_ALLOWED_ORIGINS: &str = "HERALD_ALLOWED_ORIGINS";
+pub const ENV_PUBLIC_WS_URL: &str = "HERALD_PUBLIC_WS_URL";
 pub const ENV_ALERT_ERROR_RATE: &str = "HERALD_ALERT_ERROR_RATE";
 pub const ENV_ALERT_MIN_ATTEMPTS: &str = "HERALD_ALERT_MIN_ATTEMPTS";
 pub const ENV_ALERT_WINDOW_S: &str = "HERALD_ALERT_WINDOW_S";
@@ -111,6 +112,7 @@ const SETTINGS: &[(&str, Option<&str>)] = &[
     (ENV_CONNECTS_PER_S, Some("100")),
     (ENV_MAX_TOPICS_PER_SESSION, Some("256")),
     (ENV_ALLOWED_ORIGINS, None),
+    (ENV_PUBLIC_WS_URL, None),
     (ENV_ALERT_ERROR_RATE, Some("0.5")),
     (ENV_ALERT_MIN_ATTEMPTS, Some("20")),
     (ENV_ALERT_WINDOW_S, Some("60")),
@@ -247,6 +249,8 @@ pub struct Config {
     /// Cluster engine: how long a gateway keeps a user's bus interest after the last session.
     pub presence_linger: Duration,
     pub alerts: AlertConfig,
+    /// Where clients reach the gateways (told to the console and `POST /v1/tokens`).
+    pub public_ws_url: Option<String>,
 }
 
 /// The platform's own alerts: where they go and when a channel counts as failing.
@@ -496,6 +500,7 @@ impl Config {
             presence_linger: Duration::from_millis(
                 raw.parse(ENV_PRESENCE_LINGER_MS, "milliseconds")?,
             ),
+            public_ws_url: raw.get(ENV_PUBLIC_WS_URL).map(str::to_string),
             alerts: AlertConfig {
                 webhook: match raw.get(ENV_ALERT_WEBHOOK) {
                     Some(u) if u.starts_with("http://") || u.starts_with("https://") => {

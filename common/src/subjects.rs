@@ -68,6 +68,11 @@ impl Subjects {
         format!("{}.jobs.{lane}", self.prefix)
     }
 
+    /// Queries every gateway answers (with its total session count).
+    pub fn gateways(&self) -> String {
+        format!("{}.gateways", self.prefix)
+    }
+
     /// Recipients that ended failed or expired (JetStream).
     pub fn dead(&self) -> String {
         format!("{}.dead", self.prefix)

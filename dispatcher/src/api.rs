@@ -34,6 +34,8 @@ use crate::pipeline::Pipeline;
 #[async_trait]
 pub trait PresenceSource: Send + Sync + 'static {
     async fn sessions(&self, user_id: &str) -> Result<u64, String>;
+    /// Live sessions of everyone, on every gateway.
+    async fn total_sessions(&self) -> Result<u64, String>;
 }
 
 pub struct ApiState {
@@ -46,6 +48,9 @@ pub struct ApiState {
     pub limiter: Option<herald_common::ratelimit::KeyedLimiter<usize>>,
     pub presence: Arc<dyn PresenceSource>,
     pub topic_order: OrderLocks,
+    /// Mints client tokens for `POST /v1/tokens` (when an HS256 secret is configured).
+    pub minter: Option<herald_common::auth::TokenMinter>,
+    pub public_ws_url: Option<String>,
 }
 
 type St = State<Arc<ApiState>>;
@@ -54,7 +59,7 @@ type St = State<Arc<ApiState>>;
 #[derive(utoipa::OpenApi)]
 #[openapi(
     info(title = "Herald", description = "One API to reach users in the app, by email and by SMS."),
-    paths(send_message, get_message, publish_topic, put_user, get_user, delete_user, presence, dead_letters),
+    paths(send_message, list_messages, get_message, publish_topic, put_user, get_user, delete_user, presence, dead_letters, stats, mint_token),
     modifiers(&BearerAuth),
     security(("api_key" = [])),
 )]
@@ -88,12 +93,15 @@ pub fn router(state: Arc<ApiState>) -> Router {
                 async move { ([(header::CONTENT_TYPE, "application/json")], doc) }
             }),
         )
+        .merge(crate::console::router())
         .merge(v1_router(state))
 }
 
 fn v1_router(state: Arc<ApiState>) -> Router {
     Router::new()
-        .route("/v1/messages", post(send_message))
+        .route("/v1/messages", post(send_message).get(list_messages))
+        .route("/v1/stats", get(stats))
+        .route("/v1/tokens", post(mint_token))
         .route("/v1/messages/{id}", get(get_message))
         .route("/v1/topics/{topic}/messages", post(publish_topic))
         .route(
@@ -447,4 +455,96 @@ async fn dead_letters(
     }
     let page = state.store.dead_letters(limit, q.before.as_deref()).await?;
     Ok(axum::Json(page).into_response())
+}
+
+#[derive(serde::Deserialize)]
+struct ListQuery {
+    user: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /v1/messages?user=alice&limit=20`: the latest messages sent to a user.
+#[utoipa::path(get, path = "/v1/messages", tag = "messages",
+    params(
+        ("user" = String, Query, description = "User id"),
+        ("limit" = Option<usize>, Query, description = "1-100, default 20", minimum = 1, maximum = 100),
+    ),
+    responses(
+        (status = 200, description = "Newest first", body = herald_common::api::MessageList),
+        (status = 400, description = "Invalid request", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 503, description = "Storage unavailable; retry", body = ErrorBody),
+    ))]
+async fn list_messages(
+    State(state): St,
+    query: Result<axum::extract::Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let axum::extract::Query(q) =
+        query.map_err(|e| ApiError::invalid(format!("bad query: {e}")))?;
+    let user = q
+        .user
+        .ok_or_else(|| ApiError::invalid("'user' is required"))?;
+    validate_user_id(&user).map_err(|e| ApiError::invalid(format!("user: {e}")))?;
+    let limit = q.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::invalid("'limit' must be between 1 and 100"));
+    }
+    let items = state.store.messages_for_user(&user, limit).await?;
+    Ok(axum::Json(herald_common::api::MessageList { items }).into_response())
+}
+
+/// `GET /v1/stats`: this dispatcher's counters and the live sessions on every gateway.
+#[utoipa::path(get, path = "/v1/stats", tag = "operations",
+    responses(
+        (status = 200, description = "Counters", body = herald_common::api::Stats),
+        (status = 400, description = "Invalid request", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 503, description = "Storage unavailable; retry", body = ErrorBody),
+    ))]
+async fn stats(State(state): St) -> Result<Response, ApiError> {
+    let sessions = state
+        .presence
+        .total_sessions()
+        .await
+        .map_err(|e| ApiError::unavailable(format!("session count unavailable: {e}")))?;
+    Ok(axum::Json(state.pipeline.stats().snapshot(sessions)).into_response())
+}
+
+/// `POST /v1/tokens`: a client token for a user, minted with the configured secret.
+#[utoipa::path(post, path = "/v1/tokens", tag = "operations",
+    request_body = herald_common::api::TokenRequest,
+    responses(
+        (status = 200, description = "A token", body = herald_common::api::TokenResponse),
+        (status = 404, description = "No HS256 secret configured here", body = ErrorBody),
+        (status = 400, description = "Invalid request", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 503, description = "Storage unavailable; retry", body = ErrorBody),
+        (status = 413, description = "Body over 256 KiB", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
+    ))]
+async fn mint_token(
+    State(state): St,
+    JsonBody(req): JsonBody<herald_common::api::TokenRequest>,
+) -> Result<Response, ApiError> {
+    let Some(minter) = &state.minter else {
+        return Err(ApiError::not_found(
+            "this dispatcher has no HERALD_JWT_SECRET to mint tokens with",
+        ));
+    };
+    let ttl = req.ttl_s.unwrap_or(3600);
+    if !(1..=7 * 86_400).contains(&ttl) {
+        return Err(ApiError::invalid("'ttl_s' must be between 1 and 604800"));
+    }
+    let token = minter
+        .mint(&req.user, req.topics, std::time::Duration::from_secs(ttl))
+        .map_err(ApiError::invalid)?;
+    Ok(axum::Json(herald_common::api::TokenResponse {
+        token,
+        expires_at: rfc3339(now_ms() + ttl as i64 * 1000),
+        ws_url: state.public_ws_url.clone(),
+    })
+    .into_response())
 }

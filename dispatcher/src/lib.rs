@@ -5,6 +5,7 @@
 pub mod alerts;
 pub mod api;
 pub mod channels;
+pub mod console;
 pub mod error;
 pub mod ingest;
 pub mod metrics;
@@ -131,6 +132,11 @@ impl Dispatcher {
             api_keys: ApiKeys::new(&keys),
             presence: engine.presence,
             topic_order: ordering::OrderLocks::new(256),
+            minter: config
+                .jwt_secret
+                .as_ref()
+                .map(|s| herald_common::auth::TokenMinter::hs256(s.expose())),
+            public_ws_url: config.public_ws_url.clone(),
         });
         let (tx, rx) = mpsc::channel(4096);
         let sub = engine

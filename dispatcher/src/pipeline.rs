@@ -7,6 +7,7 @@
 //! flight at the instant of the crash.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -66,7 +67,40 @@ pub struct Pipeline {
     channels: Channels,
     queue: Arc<dyn JobQueue>,
     alerts: crate::alerts::Alerts,
+    stats: Counters,
     config: PipelineConfig,
+}
+
+/// What this dispatcher has done since it started (`GET /v1/stats`).
+#[derive(Default)]
+pub struct Counters {
+    accepted: AtomicU64,
+    delivered: AtomicU64,
+    sent: AtomicU64,
+    failed: AtomicU64,
+    expired: AtomicU64,
+    fallbacks: AtomicU64,
+    retries: AtomicU64,
+}
+
+impl Counters {
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self, sessions: u64) -> herald_common::api::Stats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        herald_common::api::Stats {
+            sessions,
+            accepted: get(&self.accepted),
+            delivered: get(&self.delivered),
+            sent: get(&self.sent),
+            failed: get(&self.failed),
+            expired: get(&self.expired),
+            fallbacks: get(&self.fallbacks),
+            retries: get(&self.retries),
+        }
+    }
 }
 
 /// The idempotency digest covers the request as sent, minus the key itself.
@@ -93,8 +127,13 @@ impl Pipeline {
             channels,
             queue,
             alerts: crate::alerts::Alerts::new(config.alerts.clone()),
+            stats: Counters::default(),
             config,
         })
+    }
+
+    pub fn stats(&self) -> &Counters {
+        &self.stats
     }
 
     /// Starts the delivery workers of every lane.
@@ -191,6 +230,7 @@ impl Pipeline {
                 let n = record.recipients.len();
                 metrics::counter!("herald_messages_accepted_total", "priority" => record.priority.as_str())
                     .increment(1);
+                Counters::bump(&self.stats.accepted);
                 let message = Arc::new(record);
                 self.queue.enqueue_accepted(Arc::clone(&message)).await?;
                 Ok((accepted(message.id.clone(), n), true))
@@ -326,6 +366,7 @@ impl Pipeline {
                     st.due_at = at + wait.as_millis() as i64;
                     metrics::counter!("herald_retries_total", "channel" => kind.as_str())
                         .increment(1);
+                    Counters::bump(&self.stats.retries);
                     let next = JobNext::Continue(st.clone());
                     return match self.advance(message, st.idx, Some(attempt), next).await {
                         true => Settle::Retry(st),
@@ -344,6 +385,7 @@ impl Pipeline {
             }
             if st.best.is_none() && (st.channel_idx as usize + 1) < message.channels.len() {
                 metrics::counter!("herald_fallbacks_total", "from" => kind.as_str()).increment(1);
+                Counters::bump(&self.stats.fallbacks);
             }
             st.channel_idx += 1;
             st.channel_attempt = 0;
@@ -424,6 +466,12 @@ impl Pipeline {
             status,
             last_error.as_deref(),
         );
+        Counters::bump(match status {
+            RecipientStatus::Delivered => &self.stats.delivered,
+            RecipientStatus::Sent => &self.stats.sent,
+            RecipientStatus::Failed => &self.stats.failed,
+            _ => &self.stats.expired,
+        });
         let event = StatusEvent {
             id: message.id.clone(),
             user_id: recipient.user_id.clone(),

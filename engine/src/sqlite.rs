@@ -704,6 +704,30 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn messages_for_user(
+        &self,
+        user_id: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<MessageView>> {
+        let user_id = user_id.to_string();
+        let ids = self
+            .read(move |c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT DISTINCT message_id FROM recipients WHERE user_id = ?1 ORDER BY message_id DESC LIMIT ?2",
+                )?;
+                let rows = stmt.query_map(params![user_id, limit as i64], |r| r.get::<_, String>(0))?;
+                rows.collect::<rusqlite::Result<Vec<String>>>()
+            })
+            .await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(view) = self.message(&id).await? {
+                out.push(view);
+            }
+        }
+        Ok(out)
+    }
+
     async fn dead_letters(
         &self,
         limit: usize,

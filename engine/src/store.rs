@@ -177,6 +177,10 @@ pub trait Store: Send + Sync + 'static {
     /// `true` when a profile was deleted.
     async fn delete_user(&self, id: &str) -> StoreResult<bool>;
 
+    /// The most recent messages sent to `user_id`, newest first.
+    async fn messages_for_user(&self, user_id: &str, limit: usize)
+    -> StoreResult<Vec<MessageView>>;
+
     /// Recipients that ended `failed` or `expired`, newest first, before `cursor`.
     async fn dead_letters(&self, limit: usize, before: Option<&str>)
     -> StoreResult<DeadLetterPage>;

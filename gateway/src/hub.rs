@@ -269,7 +269,15 @@ impl Hub {
 
     /// Fans one bus message out to the local sessions it concerns. Never awaits.
     pub fn route(&self, msg: BusMsg) {
-        if let Some(topic) = self.subjects.topic_of(&msg.subject) {
+        if msg.subject == self.subjects.gateways() {
+            if let Some(reply) = msg.reply {
+                let bus = Arc::clone(&self.bus);
+                let count = self.session_count();
+                tokio::spawn(async move {
+                    let _ = bus.publish(&reply, Bytes::from(count.to_string())).await;
+                });
+            }
+        } else if let Some(topic) = self.subjects.topic_of(&msg.subject) {
             self.route_topic(topic, msg.payload);
         } else if let Some(user) = self.subjects.user_of(&msg.subject) {
             self.route_personal(&user, msg.reply, msg.payload);
@@ -369,6 +377,18 @@ impl Hub {
 
     /// Consumes the bus messages of this gateway's subscriptions until the bus closes.
     pub async fn relay(self: Arc<Self>, mut rx: mpsc::Receiver<BusMsg>) {
+        // Every gateway answers "how many sessions do you hold" (console, stats).
+        let _census = match self
+            .bus
+            .subscribe(&self.subjects.gateways(), self.sink.clone())
+            .await
+        {
+            Ok(sub) => Some(sub),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot answer session counts");
+                None
+            }
+        };
         let mut sweep = tokio::time::interval(Duration::from_secs(5));
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

@@ -60,6 +60,7 @@ pub struct Names {
     pub users: String,
     pub idempotency: String,
     pub heads: String,
+    pub recent: String,
 }
 
 impl Names {
@@ -78,6 +79,7 @@ impl Names {
             users: format!("{low}_users"),
             idempotency: format!("{low}_idempotency"),
             heads: format!("{low}_heads"),
+            recent: format!("{low}_recent"),
         }
     }
 }
@@ -100,6 +102,8 @@ pub struct Buckets {
     pub users: kv::Store,
     pub idempotency: kv::Store,
     pub heads: kv::Store,
+    /// Per user: the ids of the latest messages sent to them (for search).
+    pub recent: kv::Store,
 }
 
 fn unavailable(what: &str, e: impl std::fmt::Display) -> StoreError {
@@ -232,6 +236,7 @@ async fn setup_buckets(
         (&names.users, Duration::ZERO),
         (&names.idempotency, day),
         (&names.heads, Duration::ZERO),
+        (&names.recent, day * 30),
     ]
     .map(|(name, age)| {
         let config = bucket(name, age);
@@ -253,5 +258,6 @@ async fn setup_buckets(
         users: next()?,
         idempotency: next()?,
         heads: next()?,
+        recent: next()?,
     })
 }

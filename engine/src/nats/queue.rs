@@ -224,6 +224,7 @@ impl JetStreamQueue {
                 &entry,
             )
             .await?;
+            self.store.remember_for_user(&r.user_id, &record.id).await?;
         }
         let lane = record.priority.lane();
         let mut acks = Vec::new();

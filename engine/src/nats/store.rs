@@ -501,6 +501,30 @@ impl NatsStore {
         Ok(())
     }
 
+    /// Notes that `message_id` went to `user_id` (the last 50 per user are kept).
+    pub(crate) async fn remember_for_user(
+        &self,
+        user_id: &str,
+        message_id: &str,
+    ) -> StoreResult<()> {
+        modify::<Vec<String>, ()>(
+            &self.engine.buckets.recent,
+            &encode_kv_key(user_id),
+            |ids| {
+                let mut ids = ids.unwrap_or_default();
+                if ids.iter().any(|i| i == message_id) {
+                    return Ok((None, ()));
+                }
+                ids.push(message_id.to_string());
+                if ids.len() > 50 {
+                    ids.remove(0);
+                }
+                Ok((Some(ids), ()))
+            },
+        )
+        .await
+    }
+
     /// Remembers a key's answer (first writer wins).
     pub(crate) async fn claim(
         &self,
@@ -731,6 +755,24 @@ impl Store for NatsStore {
                 .map_err(|e| backend("kv delete", e))?;
         }
         Ok(existed)
+    }
+
+    async fn messages_for_user(
+        &self,
+        user_id: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<MessageView>> {
+        let ids = get_json::<Vec<String>>(&self.engine.buckets.recent, &encode_kv_key(user_id))
+            .await?
+            .map(|(ids, _)| ids)
+            .unwrap_or_default();
+        let mut out = Vec::new();
+        for id in ids.iter().rev().take(limit) {
+            if let Some(view) = self.message(id).await? {
+                out.push(view);
+            }
+        }
+        Ok(out)
     }
 
     async fn dead_letters(

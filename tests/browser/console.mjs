@@ -1,0 +1,86 @@
+// Drives the Herald console in headless Chromium: sign in with the API key, connect a test
+// client as a user in one page, send that user a message from another page, watch it
+// arrive in the first and its status become "delivered" in the second. Screenshots go to
+// HERALD_SCREENSHOTS.
+//   BASE=http://127.0.0.1:8080 API_KEY=… CHROMIUM=… node console.mjs
+import { chromium } from "playwright-core";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+
+const base = process.env.BASE;
+const apiKey = process.env.API_KEY;
+const shots = process.env.HERALD_SCREENSHOTS ?? "screenshots";
+mkdirSync(shots, { recursive: true });
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+  headless: true,
+  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"],
+});
+const fail = async (message) => { console.error(`FAIL: ${message}`); await browser.close(); process.exit(1); };
+
+try {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+
+  // Page 1: sign in, open the test client, connect as "browser-user".
+  const receiver = await context.newPage();
+  await receiver.goto(`${base}/console`);
+  await receiver.fill("#api-key", "wrong-key");
+  await receiver.click("#login");
+  await receiver.waitForSelector("#login-error:has-text('not accepted')", { timeout: 10000 });
+  await receiver.fill("#api-key", apiKey);
+  await receiver.click("#login");
+  await receiver.waitForSelector("#tabs:not(.hidden)", { timeout: 10000 });
+  await receiver.click("#tab-client");
+  await receiver.fill("#client-user", "browser-user");
+  await receiver.fill("#client-topics", "news");
+  await receiver.click("#client-connect");
+  await receiver.waitForSelector("#client-status[data-state=open]", { timeout: 10000 });
+  await receiver.fill("#client-sub", "news");
+  await receiver.click("#client-subscribe");
+
+  // Page 2: sign in (the key lives only in each tab's session storage) and send.
+  const sender = await context.newPage();
+  await sender.goto(`${base}/console`);
+  await sender.fill("#api-key", apiKey);
+  await sender.click("#login");
+  await sender.waitForSelector("#tabs:not(.hidden)", { timeout: 10000 });
+  await sender.click("#tab-send");
+  await sender.fill("#send-to", "browser-user");
+  await sender.fill("#send-title", "From the console");
+  await sender.fill("#send-body", "Sent in one page, received in another");
+  await sender.click("#send-submit");
+  await sender.waitForSelector("#sent-id", { timeout: 10000 });
+  const id = (await sender.textContent("#sent-id")).trim();
+
+  // It arrives in the receiving page (the SDK acks it).
+  const arrived = receiver.locator(`.client-message[data-id="${id}"]`);
+  await arrived.waitFor({ timeout: 15000 });
+  if (!(await arrived.textContent()).includes("From the console")) await fail("the message text did not arrive");
+  await receiver.screenshot({ path: join(shots, "console-test-client.png"), fullPage: true });
+
+  // Its status becomes "delivered" in the sending page's timeline.
+  await sender.click("#sent-id");
+  const deadline = Date.now() + 15000;
+  for (;;) {
+    await sender.waitForSelector(`.msg[data-id="${id}"] [data-role=message-status]`, { timeout: 10000 });
+    const status = (await sender.textContent(`.msg[data-id="${id}"] [data-role=message-status]`)).trim();
+    if (status === "delivered") break;
+    if (Date.now() > deadline) await fail(`status stayed ${status}`);
+    await sender.waitForTimeout(300);
+    await sender.click("#search-go");
+  }
+  const timeline = await sender.textContent(`.msg[data-id="${id}"]`);
+  if (!timeline.includes("in_app: acked")) await fail(`timeline lacks the ack: ${timeline}`);
+  await sender.screenshot({ path: join(shots, "console-message.png"), fullPage: true });
+
+  // The overview shows the live session and the delivery.
+  await sender.click("#tab-overview");
+  await sender.waitForFunction(() => Number(document.getElementById("t-delivered").textContent) >= 1 && Number(document.getElementById("t-sessions").textContent) >= 1, null, { timeout: 10000 });
+  await sender.screenshot({ path: join(shots, "console-overview.png"), fullPage: true });
+  console.log(`OK ${id}`);
+  await browser.close();
+} catch (e) {
+  await fail(e.stack ?? String(e));
+}

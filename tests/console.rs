@@ -1,0 +1,53 @@
+//! The web console in a real browser: headless Chromium (Debian's build, fetched without
+//! root) driven by playwright-core from npm. Screenshots land in `tests/output/`.
+
+mod support;
+
+use std::process::Command;
+
+use support::Herald;
+
+#[test]
+fn the_console_sends_a_message_and_watches_it_arrive_and_be_delivered() {
+    let root = support::root();
+    let chromium = Command::new(root.join("deploy/fetch-chromium.sh"))
+        .output()
+        .unwrap();
+    assert!(
+        chromium.status.success(),
+        "{}",
+        String::from_utf8_lossy(&chromium.stderr)
+    );
+    let chromium = String::from_utf8(chromium.stdout)
+        .unwrap()
+        .trim()
+        .to_string();
+    let browser_dir = root.join("tests/browser");
+    if !browser_dir.join("node_modules/playwright-core").exists() {
+        let ok = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&browser_dir)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "npm ci in tests/browser");
+    }
+    let h = Herald::start();
+    let out = Command::new("node")
+        .arg("console.mjs")
+        .current_dir(&browser_dir)
+        .env("BASE", h.base())
+        .env("API_KEY", support::API_KEY)
+        .env("CHROMIUM", &chromium)
+        .env("HERALD_SCREENSHOTS", root.join("tests/output"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}\nherald log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        h.log_text()
+    );
+    assert!(stdout.starts_with("OK "), "{stdout}");
+    assert!(root.join("tests/output/console-message.png").exists());
+}
