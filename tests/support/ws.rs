@@ -54,7 +54,12 @@ impl Client {
                 .headers_mut()
                 .insert("Authorization", format!("Bearer {t}").parse().unwrap());
         }
-        match tokio_tungstenite::connect_async(request).await {
+        // Small buffers, as a real client would keep: the default read buffer (128 KiB,
+        // zeroed on every read) makes thousands of test clients burn CPU on memset.
+        let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+            .read_buffer_size(4096)
+            .write_buffer_size(4096);
+        match tokio_tungstenite::connect_async_with_config(request, Some(config), false).await {
             Ok((ws, response)) => {
                 let proto = response
                     .headers()
