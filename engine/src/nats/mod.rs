@@ -27,7 +27,7 @@ pub use queue::JetStreamQueue;
 pub use store::NatsStore;
 
 /// How long start-up waits for JetStream to become usable.
-const SETUP_PATIENCE: Duration = Duration::from_secs(60);
+const SETUP_PATIENCE: Duration = Duration::from_secs(120);
 
 /// How the cluster engine lays out its streams and buckets.
 #[derive(Debug, Clone)]
@@ -205,12 +205,30 @@ async fn setup_streams(
     ];
     // Concurrently: on a NATS cluster each replicated stream elects its own leader, which
     // takes seconds; one after the other would add those up.
+    // Existing streams are left alone unless their limits differ: with many processes
+    // starting at once, needless updates only contend for the cluster's leader.
     let creations = configs.into_iter().map(|config| async move {
         let name = config.name.clone();
-        js.create_or_update_stream(config)
-            .await
-            .map(|_| ())
-            .map_err(|e| unavailable(&format!("stream {name}"), e))
+        let fail = |e: &dyn std::fmt::Display| unavailable(&format!("stream {name}"), e);
+        match js.get_stream(&name).await {
+            Ok(mut existing) => {
+                let current = existing.info().await.map_err(|e| fail(&e))?.config.clone();
+                let differs = current.num_replicas != config.num_replicas
+                    || current.max_messages_per_subject != config.max_messages_per_subject
+                    || current.max_age != config.max_age
+                    || current.subjects != config.subjects;
+                if differs {
+                    js.update_stream(config).await.map_err(|e| fail(&e))?;
+                }
+                Ok(())
+            }
+            Err(_) => match js.create_stream(config.clone()).await {
+                Ok(_) => Ok(()),
+                // Another process created it a moment ago.
+                Err(_) if js.get_stream(&name).await.is_ok() => Ok(()),
+                Err(e) => Err(fail(&e)),
+            },
+        }
     });
     futures::future::try_join_all(creations).await?;
     Ok(())
@@ -241,9 +259,16 @@ async fn setup_buckets(
     .map(|(name, age)| {
         let config = bucket(name, age);
         async move {
-            js.create_or_update_key_value(config)
-                .await
-                .map_err(|e| unavailable(&format!("bucket {name}"), e))
+            if let Ok(store) = js.get_key_value(name.as_str()).await {
+                return Ok(store);
+            }
+            match js.create_key_value(config).await {
+                Ok(store) => Ok(store),
+                Err(e) => js
+                    .get_key_value(name.as_str())
+                    .await
+                    .map_err(|_| unavailable(&format!("bucket {name}"), e)),
+            }
         }
     });
     let out = futures::future::try_join_all(creations).await?;
