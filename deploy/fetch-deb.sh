@@ -4,7 +4,8 @@
 # `dpkg-deb -x`. Used by fetch-haproxy.sh and fetch-promtool.sh.
 #   deploy/fetch-deb.sh DEST PACKAGE...
 set -euo pipefail
-dest=$1; shift
+mkdir -p "$1"
+dest=$(cd "$1" && pwd); shift
 mkdir -p "$dest/debs" "$dest/root" "$dest/apt/lists/partial" "$dest/apt/cache/archives/partial"
 apt_opts=(-o "Dir::State::Lists=$dest/apt/lists" -o "Dir::Cache=$dest/apt/cache" -o "Debug::NoLocking=1")
 cd "$dest/debs"

@@ -240,8 +240,9 @@ async fn upgrade(
     let limits = &gw.config.limits;
     let state = Arc::clone(&gw);
     ws.protocols([SUBPROTOCOL])
-        // tungstenite preallocates its read buffer per connection; keep it small.
-        .read_buffer_size(4 * 1024)
+        // tungstenite preallocates its read buffer per connection: client frames are small,
+        // so 1 KiB (it grows for a bigger frame). Measured in BENCHMARKS.md.
+        .read_buffer_size(1024)
         .write_buffer_size(16 * 1024)
         .max_write_buffer_size(limits.session_queue_bytes.max(64 * 1024) * 2)
         .max_frame_size(limits.max_frame_bytes)

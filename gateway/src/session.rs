@@ -3,6 +3,7 @@
 //! that session only.
 
 use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,7 +49,13 @@ struct Session {
 }
 
 /// Runs one upgraded connection to its end.
-pub(crate) async fn run(gw: Arc<GatewayState>, socket: WebSocket, claims: Claims) {
+/// Not an `async fn`: each async layer copies its arguments into its own state, so the
+/// session is built here and only its one future is what every idle session's task holds.
+pub(crate) fn run(
+    gw: Arc<GatewayState>,
+    socket: WebSocket,
+    claims: Claims,
+) -> impl Future<Output = ()> {
     let id = gw.next_session_id();
     let session_id = format!("{}-{id:x}", gw.instance);
     let span = tracing::info_span!("session", session_id = %session_id, user_id = %claims.sub);
@@ -57,6 +64,7 @@ pub(crate) async fn run(gw: Arc<GatewayState>, socket: WebSocket, claims: Claims
         user: Arc::from(claims.sub.as_str()),
         outbox: Outbox::new(gw.config.limits.session_queue_bytes),
     });
+    let rate = gw.config.limits.client_frames_per_s;
     let session = Session {
         gw,
         shared,
@@ -65,14 +73,9 @@ pub(crate) async fn run(gw: Arc<GatewayState>, socket: WebSocket, claims: Claims
         topics: HashMap::new(),
         last_seen: Instant::now(),
         batch: Vec::new(),
-        inbound: None,
-    };
-    let rate = session.gw.config.limits.client_frames_per_s;
-    let session = Session {
         inbound: (rate > 0).then(|| TokenBucket::new(f64::from(rate), f64::from(rate) * 2.0)),
-        ..session
     };
-    session.run(socket, session_id).instrument(span).await
+    session.run(socket, session_id).instrument(span)
 }
 
 fn text_of(frame: &ServerFrame) -> Message {
@@ -93,7 +96,7 @@ fn is_too_big(e: &axum::Error) -> bool {
 impl Session {
     async fn run(mut self, mut socket: WebSocket, session_id: String) {
         metrics::counter!("herald_gateway_connects_total").increment(1);
-        if let Err(e) = self.gw.hub.register(&self.shared).await {
+        if let Err(e) = Box::pin(self.gw.hub.register(&self.shared)).await {
             tracing::info!(error = %e, "session refused");
             let code = join_close_code(&e);
             let _ = close_socket(&mut socket, code, "too many sessions for this user").await;
@@ -107,13 +110,13 @@ impl Session {
             user_id: self.claims.sub.clone(),
             heartbeat_s: self.gw.config.heartbeat.as_secs(),
         };
-        let end = match socket.send(text_of(&welcome)).await {
+        let end = match Box::pin(socket.send(text_of(&welcome))).await {
             Ok(()) => self.serve(&mut socket).await,
             Err(_) => End::Gone,
         };
         let code = match end {
             End::Close(code, reason) => {
-                let _ = close_socket(&mut socket, code, reason).await;
+                let _ = Box::pin(close_socket(&mut socket, code, reason)).await;
                 code
             }
             End::Gone => 1006,
@@ -195,6 +198,8 @@ impl Session {
             return Err(End::Close(close::SLOW_CONSUMER, "too many frames"));
         }
         match msg {
+            // Boxed: resume and subscribe hold big futures only while they run, instead of
+            // every idle session's task carrying their space (see BENCHMARKS.md, memory).
             Message::Text(text) => self.on_frame(socket, &text).await,
             Message::Binary(_) => {
                 send(

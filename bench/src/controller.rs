@@ -1,0 +1,888 @@
+//! The comparison run: for each system, start its server, connect the subscribers through
+//! worker processes, then measure idle cost, connect rate, latency at a fixed rate, and
+//! deliveries at saturation (median of repeats), with the server's CPU read from /proc.
+//! Then Herald-only scenarios: targeted delivery and ingest.
+
+use std::net::TcpListener as StdListener;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use hdrhistogram::serialization::Deserializer;
+use serde::Serialize;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+use crate::procstat;
+use crate::proto::{self, System};
+use crate::report;
+use crate::worker::Report;
+
+const API_KEY: &str = "bench-key";
+const SECRET: &str = "bench-secret";
+
+#[derive(clap::Args, Clone)]
+pub struct Options {
+    /// Where results go (results.json, results.md, chart.svg).
+    #[arg(long, default_value = "bench/results")]
+    pub out: PathBuf,
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "raw,herald,node,nats,mosquitto"
+    )]
+    pub systems: Vec<System>,
+    #[arg(long, default_value_t = 10_000)]
+    pub subscribers: usize,
+    /// Worker processes (each binds its own source address 127.0.0.N).
+    #[arg(long, default_value_t = 4)]
+    pub workers: usize,
+    /// Message size in bytes.
+    #[arg(long, default_value_t = 100)]
+    pub size: usize,
+    /// Broadcasts per second for the latency phase (× subscribers = deliveries/s).
+    #[arg(long, default_value_t = 3)]
+    pub rate: u32,
+    /// Broadcasts per second offered in the saturation phase.
+    #[arg(long, default_value_t = 40)]
+    pub saturation_rate: u32,
+    #[arg(long, default_value_t = 8)]
+    pub secs: u64,
+    /// Saturation runs per system (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    /// Targeted delivery: messages per second to random online users.
+    #[arg(long, default_value_t = 2000)]
+    pub targeted_rate: u32,
+    #[arg(long, default_value_t = 1000)]
+    pub targeted_users: usize,
+    /// Scenarios to skip: fanout, targeted, ingest.
+    #[arg(long, value_delimiter = ',')]
+    pub skip: Vec<String>,
+    #[arg(long)]
+    pub herald_bin: Option<PathBuf>,
+}
+
+#[derive(Serialize, Default, Clone, Debug)]
+pub struct Latency {
+    pub offered_per_s: f64,
+    pub deliveries: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+}
+
+#[derive(Serialize, Default, Clone, Debug)]
+pub struct Saturation {
+    pub deliveries: u64,
+    pub secs: f64,
+    pub per_s: f64,
+    pub server_cpu_s: f64,
+    pub per_cpu_s: f64,
+}
+
+#[derive(Serialize, Default, Clone, Debug)]
+pub struct FanoutResult {
+    pub system: String,
+    pub subscribers: usize,
+    pub connected: u64,
+    pub connect_per_s: f64,
+    pub idle_rss_per_session_bytes: f64,
+    pub idle_cpu_share: f64,
+    pub latency: Latency,
+    /// Median run.
+    pub saturation: Saturation,
+    pub saturation_runs: Vec<Saturation>,
+}
+
+#[derive(Serialize, Default, Clone, Debug)]
+pub struct TargetedResult {
+    pub users: usize,
+    pub offered_per_s: f64,
+    pub accepted: u64,
+    pub to_client: Latency,
+    /// From accept to the recorded ack (`delivered`), over a sample.
+    pub to_delivered_p50_ms: f64,
+    pub to_delivered_p99_ms: f64,
+}
+
+#[derive(Serialize, Default, Clone, Debug)]
+pub struct IngestResult {
+    pub engine: String,
+    pub path: String,
+    pub accepted: u64,
+    pub secs: f64,
+    pub per_s: f64,
+}
+
+#[derive(Serialize, Default, Clone, Debug)]
+pub struct Results {
+    pub machine: String,
+    pub date: String,
+    pub options: String,
+    pub fanout: Vec<FanoutResult>,
+    pub targeted: Option<TargetedResult>,
+    pub ingest: Vec<IngestResult>,
+}
+
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+fn herald_bin(opts: &Options) -> PathBuf {
+    opts.herald_bin
+        .clone()
+        .unwrap_or_else(|| crate::root().join("target/release/herald"))
+}
+
+fn progress(text: &str) {
+    eprintln!("[herald-bench] {text}");
+}
+
+/// A running server under test.
+struct Server {
+    child: Child,
+    ws_url: String,
+    publisher: Publisher,
+    _dir: Option<PathBuf>,
+}
+
+enum Publisher {
+    Herald { base: String, http: reqwest::Client },
+    Nats(async_nats::Client),
+    Line(tokio::net::TcpStream),
+    Mqtt(tokio::net::TcpStream),
+}
+
+impl Publisher {
+    async fn publish(&mut self, payload: &str) -> anyhow::Result<()> {
+        match self {
+            Publisher::Herald { base, http } => {
+                let r = http
+                    .post(format!("{base}/v1/topics/bench/messages"))
+                    .bearer_auth(API_KEY)
+                    .json(&serde_json::json!({"title": payload}))
+                    .send()
+                    .await?;
+                anyhow::ensure!(
+                    r.status().as_u16() == 202,
+                    "publish answered {}",
+                    r.status()
+                );
+            }
+            Publisher::Nats(c) => c.publish("bench", payload.to_string().into()).await?,
+            Publisher::Line(s) => s.write_all(format!("{payload}\n").as_bytes()).await?,
+            Publisher::Mqtt(s) => {
+                s.write_all(&proto::mqtt_publish("bench", payload.as_bytes()))
+                    .await?
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn wait_port(port: u16) -> anyhow::Result<()> {
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("nothing listening on {port}")
+}
+
+async fn start_herald(opts: &Options, extra: &[(&str, &str)]) -> anyhow::Result<(Child, String)> {
+    let dir = std::env::temp_dir().join(format!("herald-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let port = free_port();
+    let mut cmd = Command::new(herald_bin(opts));
+    cmd.arg("serve")
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("HERALD_API_KEYS", API_KEY)
+        .env("HERALD_JWT_SECRET", SECRET)
+        .env("HERALD_DATA_DIR", &dir)
+        .env("HERALD_CONNECTS_PER_S", "0")
+        .env("HERALD_CLIENT_FRAMES_PER_S", "0")
+        .env("HERALD_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn()?;
+    wait_port(port).await?;
+    Ok((child, format!("127.0.0.1:{port}")))
+}
+
+async fn start(system: System, opts: &Options) -> anyhow::Result<Server> {
+    let root = crate::root();
+    match system {
+        System::Herald => {
+            let (child, addr) = start_herald(opts, &[]).await?;
+            let http = reqwest::Client::builder()
+                .pool_max_idle_per_host(64)
+                .build()?;
+            Ok(Server {
+                child,
+                ws_url: format!("ws://{addr}/ws"),
+                publisher: Publisher::Herald {
+                    base: format!("http://{addr}"),
+                    http,
+                },
+                _dir: None,
+            })
+        }
+        System::Nats => {
+            let (port, ws) = (free_port(), free_port());
+            let conf = std::env::temp_dir().join(format!("bench-nats-{}.conf", std::process::id()));
+            std::fs::write(
+                &conf,
+                format!(
+                    "listen: 127.0.0.1:{port}\nwebsocket {{\n  listen: \"127.0.0.1:{ws}\"\n  no_tls: true\n}}\n"
+                ),
+            )?;
+            let child = Command::new(nats_server_bin())
+                .args(["-c"])
+                .arg(&conf)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()?;
+            wait_port(ws).await?;
+            let client = async_nats::connect(format!("127.0.0.1:{port}")).await?;
+            Ok(Server {
+                child,
+                ws_url: format!("ws://127.0.0.1:{ws}"),
+                publisher: Publisher::Nats(client),
+                _dir: None,
+            })
+        }
+        System::Node => {
+            let ws = free_port();
+            let child = Command::new("node")
+                .arg(root.join("bench/peers/ws-broadcast.mjs"))
+                .arg(ws.to_string())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()?;
+            wait_port(ws + 1).await?;
+            let control = tokio::net::TcpStream::connect(("127.0.0.1", ws + 1)).await?;
+            Ok(Server {
+                child,
+                ws_url: format!("ws://127.0.0.1:{ws}"),
+                publisher: Publisher::Line(control),
+                _dir: None,
+            })
+        }
+        System::Raw => {
+            let (ws, control) = (free_port(), free_port());
+            let child = Command::new(std::env::current_exe()?)
+                .args([
+                    "raw-server",
+                    "--port",
+                    &ws.to_string(),
+                    "--control",
+                    &control.to_string(),
+                ])
+                .stdout(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()?;
+            wait_port(control).await?;
+            let c = tokio::net::TcpStream::connect(("127.0.0.1", control)).await?;
+            Ok(Server {
+                child,
+                ws_url: format!("ws://127.0.0.1:{ws}"),
+                publisher: Publisher::Line(c),
+                _dir: None,
+            })
+        }
+        System::Mosquitto => {
+            let bin = mosquitto_bin()?;
+            let (tcp, ws) = (free_port(), free_port());
+            let conf =
+                std::env::temp_dir().join(format!("bench-mosquitto-{}.conf", std::process::id()));
+            std::fs::write(
+                &conf,
+                format!(
+                    "listener {tcp} 127.0.0.1\nlistener {ws} 127.0.0.1\nprotocol websockets\nallow_anonymous true\nmax_queued_messages 100000\n"
+                ),
+            )?;
+            let (exe, lib) = bin;
+            let child = Command::new(exe)
+                .arg("-c")
+                .arg(&conf)
+                .env("LD_LIBRARY_PATH", lib)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()?;
+            wait_port(ws).await?;
+            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", tcp)).await?;
+            s.write_all(&mqtt_connect_only("bench-publisher")).await?;
+            Ok(Server {
+                child,
+                ws_url: format!("ws://127.0.0.1:{ws}"),
+                publisher: Publisher::Mqtt(s),
+                _dir: None,
+            })
+        }
+    }
+}
+
+fn mqtt_connect_only(client_id: &str) -> Vec<u8> {
+    let full = proto::mqtt_connect_and_subscribe(client_id, "x");
+    // The CONNECT packet is the first one: 2 header bytes + its remaining length.
+    let len = full[1] as usize;
+    full[..2 + len].to_vec()
+}
+
+fn nats_server_bin() -> PathBuf {
+    let venv = crate::root().join(".venv/bin/nats-server");
+    if venv.exists() {
+        venv
+    } else {
+        PathBuf::from("nats-server")
+    }
+}
+
+/// mosquitto from Debian's packages, fetched without root by deploy/fetch-deb.sh.
+fn mosquitto_bin() -> anyhow::Result<(PathBuf, PathBuf)> {
+    let dest = crate::root().join(".tools/mosquitto");
+    let exe = dest.join("root/usr/sbin/mosquitto");
+    if !exe.exists() {
+        let ok = std::process::Command::new(crate::root().join("deploy/fetch-deb.sh"))
+            .arg(&dest)
+            .args([
+                "mosquitto",
+                "libmosquitto1",
+                "libwebsockets17",
+                "libcjson1",
+                "libev4",
+                "libuv1",
+                "libwrap0",
+                "libdlt2",
+            ])
+            .status()?;
+        anyhow::ensure!(ok.success(), "could not fetch mosquitto");
+    }
+    Ok((exe, dest.join("root/usr/lib/x86_64-linux-gnu")))
+}
+
+struct Worker {
+    child: Child,
+    stdin: ChildStdin,
+    lines: Lines<BufReader<ChildStdout>>,
+}
+
+impl Worker {
+    async fn command(&mut self, cmd: &str) -> anyhow::Result<String> {
+        self.stdin.write_all(format!("{cmd}\n").as_bytes()).await?;
+        self.stdin.flush().await?;
+        let line = tokio::time::timeout(Duration::from_secs(30), self.lines.next_line()).await??;
+        line.ok_or_else(|| anyhow::anyhow!("worker ended"))
+    }
+}
+
+async fn start_workers(
+    system: System,
+    url: &str,
+    total: usize,
+    opts: &Options,
+    ack: bool,
+) -> anyhow::Result<(Vec<Worker>, u64, f64)> {
+    let per = total.div_ceil(opts.workers);
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for w in 0..opts.workers {
+        let count = per.min(total.saturating_sub(w * per));
+        if count == 0 {
+            break;
+        }
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.args([
+            "worker",
+            "--system",
+            &format!("{system:?}").to_lowercase(),
+            "--url",
+            url,
+            "--count",
+            &count.to_string(),
+        ])
+        .args([
+            "--source",
+            &format!("127.0.0.{}", 2 + (w % 250)),
+            "--offset",
+            &(w * per).to_string(),
+            "--secret",
+            SECRET,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+        if ack {
+            cmd.arg("--ack");
+        }
+        let mut child = cmd.spawn()?;
+        let stdin = child.stdin.take().ok_or_else(|| anyhow::anyhow!("stdin"))?;
+        let lines = BufReader::new(
+            child
+                .stdout
+                .take()
+                .ok_or_else(|| anyhow::anyhow!("stdout"))?,
+        )
+        .lines();
+        workers.push(Worker {
+            child,
+            stdin,
+            lines,
+        });
+    }
+    let mut connected = 0;
+    for w in workers.iter_mut() {
+        let line = tokio::time::timeout(Duration::from_secs(300), w.lines.next_line())
+            .await??
+            .unwrap_or_default();
+        connected += line
+            .strip_prefix("ready ")
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    let rate = connected as f64 / started.elapsed().as_secs_f64();
+    Ok((workers, connected, rate))
+}
+
+async fn collect(workers: &mut [Worker]) -> anyhow::Result<(u64, Histogram<u64>)> {
+    let mut total = 0;
+    let mut merged = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
+    for w in workers.iter_mut() {
+        let line = w.command("report").await?;
+        let r: Report = serde_json::from_str(&line)?;
+        total += r.received;
+        let bytes: Vec<u8> = (0..r.histogram.len())
+            .step_by(2)
+            .filter_map(|i| u8::from_str_radix(&r.histogram[i..i + 2], 16).ok())
+            .collect();
+        let h: Histogram<u64> = Deserializer::new().deserialize(&mut bytes.as_slice())?;
+        merged.add(&h)?;
+    }
+    Ok((total, merged))
+}
+
+async fn reset(workers: &mut [Worker]) -> anyhow::Result<()> {
+    for w in workers.iter_mut() {
+        w.command("reset").await?;
+    }
+    Ok(())
+}
+
+/// Publishes at `rate` per second for `secs`.
+async fn publish_for(
+    publisher: &mut Publisher,
+    rate: u32,
+    secs: u64,
+    size: usize,
+) -> anyhow::Result<u64> {
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let end = Instant::now() + Duration::from_secs(secs);
+    let mut sent = 0;
+    while Instant::now() < end {
+        tick.tick().await;
+        publisher.publish(&proto::payload(size)).await?;
+        sent += 1;
+    }
+    Ok(sent)
+}
+
+/// Polls until deliveries stop growing; returns (total, seconds since `start` to the last growth).
+async fn settle(
+    workers: &mut [Worker],
+    start: Instant,
+) -> anyhow::Result<(u64, f64, Histogram<u64>)> {
+    let mut last = 0;
+    let mut last_change = start.elapsed().as_secs_f64();
+    let mut quiet = 0;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (total, hist) = collect(workers).await?;
+        if total > last {
+            last = total;
+            last_change = start.elapsed().as_secs_f64();
+            quiet = 0;
+        } else {
+            quiet += 1;
+        }
+        if quiet >= 3 || start.elapsed() > Duration::from_secs(120) {
+            return Ok((last, last_change, hist));
+        }
+    }
+}
+
+fn ms(h: &Histogram<u64>, q: f64) -> f64 {
+    h.value_at_quantile(q) as f64 / 1000.0
+}
+
+async fn fanout(system: System, opts: &Options) -> anyhow::Result<FanoutResult> {
+    progress(&format!("{}: starting", system.name()));
+    let mut server = start(system, opts).await?;
+    let pid = server.child.id().unwrap_or(0);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let base_rss = procstat::rss_bytes(pid);
+    let (mut workers, connected, connect_per_s) =
+        start_workers(system, &server.ws_url, opts.subscribers, opts, false).await?;
+    progress(&format!(
+        "{}: {connected} sessions at {connect_per_s:.0}/s",
+        system.name()
+    ));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let idle_cpu = procstat::cpu_share(pid, Duration::from_secs(5)).await;
+    let rss = procstat::rss_bytes(pid);
+    let per_session = rss.saturating_sub(base_rss) as f64 / connected.max(1) as f64;
+
+    // Latency at a fixed rate below saturation.
+    reset(&mut workers).await?;
+    let started = Instant::now();
+    let sent = publish_for(&mut server.publisher, opts.rate, opts.secs, opts.size).await?;
+    let (delivered, _, hist) = settle(&mut workers, started).await?;
+    let latency = Latency {
+        offered_per_s: opts.rate as f64 * connected as f64,
+        deliveries: delivered,
+        p50_ms: ms(&hist, 0.5),
+        p99_ms: ms(&hist, 0.99),
+        p999_ms: ms(&hist, 0.999),
+    };
+    progress(&format!(
+        "{}: {sent} broadcasts at {}/s → p50 {:.1} ms, p99 {:.1} ms",
+        system.name(),
+        opts.rate,
+        latency.p50_ms,
+        latency.p99_ms
+    ));
+
+    // Saturation, repeated.
+    let mut runs = Vec::new();
+    for r in 0..opts.repeats {
+        reset(&mut workers).await?;
+        let cpu0 = procstat::cpu_seconds(pid);
+        let started = Instant::now();
+        publish_for(
+            &mut server.publisher,
+            opts.saturation_rate,
+            opts.secs,
+            opts.size,
+        )
+        .await?;
+        let (delivered, secs, _) = settle(&mut workers, started).await?;
+        let cpu = procstat::cpu_seconds(pid) - cpu0;
+        let run = Saturation {
+            deliveries: delivered,
+            secs,
+            per_s: delivered as f64 / secs.max(0.001),
+            server_cpu_s: cpu,
+            per_cpu_s: delivered as f64 / cpu.max(0.001),
+        };
+        progress(&format!(
+            "{}: saturation run {}: {:.0} deliveries/s, {:.0} per server CPU-second",
+            system.name(),
+            r + 1,
+            run.per_s,
+            run.per_cpu_s
+        ));
+        runs.push(run);
+    }
+    let mut sorted = runs.clone();
+    sorted.sort_by(|a, b| a.per_cpu_s.total_cmp(&b.per_cpu_s));
+    let median = sorted[sorted.len() / 2].clone();
+    for w in workers.iter_mut() {
+        let _ = w.stdin.write_all(b"quit\n").await;
+        let _ = w.child.kill().await;
+    }
+    let _ = server.child.kill().await;
+    Ok(FanoutResult {
+        system: system.name().into(),
+        subscribers: opts.subscribers,
+        connected,
+        connect_per_s,
+        idle_rss_per_session_bytes: per_session,
+        idle_cpu_share: idle_cpu,
+        latency,
+        saturation: median,
+        saturation_runs: runs,
+    })
+}
+
+async fn targeted(opts: &Options) -> anyhow::Result<TargetedResult> {
+    progress("targeted delivery: starting herald serve");
+    let (mut child, addr) = start_herald(opts, &[]).await?;
+    let url = format!("ws://{addr}/ws");
+    let (mut workers, connected, _) =
+        start_workers(System::Herald, &url, opts.targeted_users, opts, true).await?;
+    reset(&mut workers).await?;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()?;
+    let base = format!("http://{addr}");
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / opts.targeted_rate as f64));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let end = Instant::now() + Duration::from_secs(opts.secs);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    let mut n = 0usize;
+    while Instant::now() < end {
+        tick.tick().await;
+        n += 1;
+        let user = format!("bench{}", (n * 7919) % connected.max(1) as usize);
+        let (http, base) = (http.clone(), base.clone());
+        let body = serde_json::json!({"to": [user], "title": proto::payload(opts.size), "channels": ["in_app"]});
+        tasks.push(tokio::spawn(async move {
+            let r = http
+                .post(format!("{base}/v1/messages"))
+                .bearer_auth(API_KEY)
+                .json(&body)
+                .send()
+                .await
+                .ok()?;
+            let v: serde_json::Value = r.json().await.ok()?;
+            v["id"].as_str().map(str::to_string)
+        }));
+    }
+    let mut ids = Vec::new();
+    for t in tasks {
+        if let Ok(Some(id)) = t.await {
+            ids.push(id);
+        }
+    }
+    let (delivered, _, hist) = settle(&mut workers, started).await?;
+    // Accept → ack, from the records themselves, over a sample.
+    let mut to_delivered = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
+    for id in ids.iter().step_by((ids.len() / 300).max(1)) {
+        let v: serde_json::Value = http
+            .get(format!("{base}/v1/messages/{id}"))
+            .bearer_auth(API_KEY)
+            .send()
+            .await?
+            .json()
+            .await?;
+        let created = herald_common::time::parse_rfc3339(v["created_at"].as_str().unwrap_or(""));
+        let acked = herald_common::time::parse_rfc3339(
+            v["recipients"][0]["attempts"][0]["at"]
+                .as_str()
+                .unwrap_or(""),
+        );
+        if let (Some(c), Some(a)) = (created, acked) {
+            let _ = to_delivered.record(((a - c).max(0) as u64 * 1000).max(1));
+        }
+    }
+    for w in workers.iter_mut() {
+        let _ = w.child.kill().await;
+    }
+    let _ = child.kill().await;
+    Ok(TargetedResult {
+        users: connected as usize,
+        offered_per_s: opts.targeted_rate as f64,
+        accepted: ids.len() as u64,
+        to_client: Latency {
+            offered_per_s: opts.targeted_rate as f64,
+            deliveries: delivered,
+            p50_ms: ms(&hist, 0.5),
+            p99_ms: ms(&hist, 0.99),
+            p999_ms: ms(&hist, 0.999),
+        },
+        to_delivered_p50_ms: ms(&to_delivered, 0.5),
+        to_delivered_p99_ms: ms(&to_delivered, 0.99),
+    })
+}
+
+/// Accepted messages per second over HTTP with many concurrent senders.
+async fn ingest_http(base: &str, secs: u64, engine: &str) -> anyhow::Result<IngestResult> {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()?;
+    let end = Instant::now() + Duration::from_secs(secs);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..64 {
+        let (http, base) = (http.clone(), base.to_string());
+        tasks.push(tokio::spawn(async move {
+            let mut ok = 0u64;
+            while Instant::now() < end {
+                let body = serde_json::json!({"to": [format!("offline{c}")], "title": "ingest", "channels": ["in_app"]});
+                if let Ok(r) = http.post(format!("{base}/v1/messages")).bearer_auth(API_KEY).json(&body).send().await
+                    && r.status().as_u16() == 202
+                {
+                    ok += 1;
+                }
+            }
+            ok
+        }));
+    }
+    let mut accepted = 0;
+    for t in tasks {
+        accepted += t.await.unwrap_or(0);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    Ok(IngestResult {
+        engine: engine.into(),
+        path: "HTTP POST /v1/messages".into(),
+        accepted,
+        secs,
+        per_s: accepted as f64 / secs,
+    })
+}
+
+async fn ingest(opts: &Options) -> anyhow::Result<Vec<IngestResult>> {
+    let mut out = Vec::new();
+    progress("ingest: embedded engine over HTTP");
+    let (mut child, addr) = start_herald(opts, &[]).await?;
+    out.push(ingest_http(&format!("http://{addr}"), opts.secs, "embedded").await?);
+    let _ = child.kill().await;
+
+    progress("ingest: cluster engine over HTTP and JetStream herald.send");
+    let nats_port = free_port();
+    let dir = std::env::temp_dir().join(format!("bench-nats-js-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut nats = Command::new(nats_server_bin())
+        .args([
+            "-a",
+            "127.0.0.1",
+            "-p",
+            &nats_port.to_string(),
+            "-js",
+            "-sd",
+        ])
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    wait_port(nats_port).await?;
+    let url = format!("nats://127.0.0.1:{nats_port}");
+    let (mut herald, addr) = start_herald(opts, &[("HERALD_NATS_URL", &url)]).await?;
+    // Wait for the engine.
+    for _ in 0..200 {
+        if reqwest::get(format!("http://{addr}/readyz"))
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    out.push(ingest_http(&format!("http://{addr}"), opts.secs, "cluster (NATS)").await?);
+    let client = async_nats::connect(&url).await?;
+    let js = async_nats::jetstream::new(client);
+    let started = Instant::now();
+    let end = started + Duration::from_secs(opts.secs);
+    let mut accepted = 0u64;
+    let mut n = 0u64;
+    while Instant::now() < end {
+        let mut acks = Vec::with_capacity(256);
+        for _ in 0..256 {
+            n += 1;
+            let body = serde_json::json!({"to": [format!("js{}", n % 64)], "title": "ingest", "channels": ["in_app"]}).to_string();
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", format!("bench-{n}").as_str());
+            acks.push(
+                js.publish_with_headers("herald.send", headers, body.into())
+                    .await?,
+            );
+        }
+        for a in acks {
+            if a.await.is_ok() {
+                accepted += 1;
+            }
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    out.push(IngestResult {
+        engine: "cluster (NATS)".into(),
+        path: "JetStream publish to herald.send".into(),
+        accepted,
+        secs,
+        per_s: accepted as f64 / secs,
+    });
+    let _ = herald.kill().await;
+    let _ = nats.kill().await;
+    Ok(out)
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines().next().map(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .unwrap_or("0")
+                    .parse::<u64>()
+                    .unwrap_or(0)
+                    / 1024
+                    / 1024
+            })
+        })
+        .unwrap_or(0);
+    format!("{cores} cores ({cpu}), {mem} GiB")
+}
+
+pub async fn run_all(opts: Options) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&opts.out)?;
+    let mut results = Results {
+        machine: machine(),
+        date: herald_common::time::rfc3339(herald_common::time::now_ms()),
+        options: format!(
+            "{} subscribers over {} worker processes, {}-byte messages, latency at {} broadcasts/s, saturation offered at {} broadcasts/s for {} s, median of {} runs",
+            opts.subscribers,
+            opts.workers,
+            opts.size,
+            opts.rate,
+            opts.saturation_rate,
+            opts.secs,
+            opts.repeats
+        ),
+        ..Default::default()
+    };
+    if !opts.skip.iter().any(|s| s == "fanout") {
+        for &system in &opts.systems {
+            match fanout(system, &opts).await {
+                Ok(r) => results.fanout.push(r),
+                Err(e) => progress(&format!("{}: skipped: {e:#}", system.name())),
+            }
+        }
+    }
+    if !opts.skip.iter().any(|s| s == "targeted") {
+        match targeted(&opts).await {
+            Ok(t) => results.targeted = Some(t),
+            Err(e) => progress(&format!("targeted: failed: {e:#}")),
+        }
+    }
+    if !opts.skip.iter().any(|s| s == "ingest") {
+        match ingest(&opts).await {
+            Ok(i) => results.ingest = i,
+            Err(e) => progress(&format!("ingest: failed: {e:#}")),
+        }
+    }
+    report::write(&opts.out, &results)?;
+    progress(&format!("results in {}", opts.out.display()));
+    Ok(())
+}

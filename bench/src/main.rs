@@ -1,0 +1,109 @@
+//! herald-bench: a load generator with real WebSocket clients (in worker processes spread
+//! over source addresses), real publishers (HTTP, NATS, MQTT), and a side-by-side
+//! comparison of Herald against peers and a raw-socket ceiling on the same machine, in the
+//! same run. Results: JSON, a Markdown table and an SVG chart.
+//!
+//!   herald-bench all --out bench/results          the whole comparison (see BENCHMARKS.md)
+//!   herald-bench worker …                          one worker process (spawned by the above)
+//!   herald-bench raw-server …                      the raw-loop ceiling server
+
+mod controller;
+mod procstat;
+mod proto;
+mod raw;
+mod report;
+mod worker;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use proto::System;
+
+#[derive(Parser)]
+#[command(
+    name = "herald-bench",
+    about = "Herald's load generator and peer comparison"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the comparison and write JSON, Markdown and SVG results.
+    All(controller::Options),
+    /// One worker process of WebSocket clients (driven over stdin by `all`).
+    Worker {
+        #[arg(long, value_enum)]
+        system: System,
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        count: usize,
+        #[arg(long)]
+        source: Option<IpAddr>,
+        #[arg(long, default_value_t = 0)]
+        offset: usize,
+        #[arg(long, default_value = "bench-secret")]
+        secret: String,
+        #[arg(long, default_value = "bench")]
+        topic: String,
+        #[arg(long)]
+        ack: bool,
+    },
+    /// The raw-loop ceiling server.
+    RawServer {
+        #[arg(long)]
+        port: u16,
+        #[arg(long)]
+        control: u16,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cli = Cli::parse();
+    let workers = match &cli.command {
+        Command::Worker { .. } | Command::RawServer { .. } => 2,
+        Command::All(_) => 2,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::All(opts) => controller::run_all(opts).await,
+            Command::Worker {
+                system,
+                url,
+                count,
+                source,
+                offset,
+                secret,
+                topic,
+                ack,
+            } => {
+                worker::run(worker::Args {
+                    system,
+                    url,
+                    count,
+                    source,
+                    offset,
+                    secret,
+                    topic,
+                    ack,
+                })
+                .await
+            }
+            Command::RawServer { port, control } => raw::run(port, control).await,
+        }
+    })
+}
+
+/// The workspace root (for peers' scripts and the herald binary).
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
