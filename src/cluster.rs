@@ -181,14 +181,7 @@ pub async fn run_dispatcher(
             .router()
             .merge(ops::router(ready(&parts), metrics)),
     );
-    crate::http::serve(
-        listener,
-        app,
-        config.limits.header_timeout,
-        shutdown.clone(),
-        Duration::from_secs(5),
-    )
-    .await;
+    crate::http::serve_role(listener, app, &config, &shutdown).await;
     drain(None, Some(&dispatcher), &config).await;
     Ok(())
 }
@@ -203,14 +196,7 @@ pub async fn run_gateway(
     let parts = connect(&config, "gateway").await?;
     let gateway = start_gateway(&config, &parts, &shutdown)?;
     let app = ops::with_fallbacks(gateway.router().merge(ops::router(ready(&parts), metrics)));
-    crate::http::serve(
-        listener,
-        app,
-        config.limits.header_timeout,
-        shutdown.clone(),
-        Duration::from_secs(5),
-    )
-    .await;
+    crate::http::serve_role(listener, app, &config, &shutdown).await;
     drain(Some(&gateway), None, &config).await;
     Ok(())
 }
@@ -231,14 +217,7 @@ pub async fn run_serve(
             .merge(gateway.router())
             .merge(ops::router(ready(&parts), metrics)),
     );
-    crate::http::serve(
-        listener,
-        app,
-        config.limits.header_timeout,
-        shutdown.clone(),
-        Duration::from_secs(5),
-    )
-    .await;
+    crate::http::serve_role(listener, app, &config, &shutdown).await;
     drain(Some(&gateway), Some(&dispatcher), &config).await;
     Ok(())
 }

@@ -72,3 +72,21 @@ pub async fn serve(
         tracing::warn!("some HTTP requests were still open at shutdown");
     }
 }
+
+/// Serves a role's router with the configured header deadline and a 5 s grace for open
+/// requests at shutdown.
+pub async fn serve_role(
+    listener: TcpListener,
+    app: Router,
+    config: &herald_common::config::Config,
+    shutdown: &CancellationToken,
+) {
+    serve(
+        listener,
+        app,
+        config.limits.header_timeout,
+        shutdown.clone(),
+        Duration::from_secs(5),
+    )
+    .await
+}

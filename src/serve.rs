@@ -101,14 +101,7 @@ pub async fn run(
             .merge(ops::router(ready, metrics)),
     );
     let drain = config.drain;
-    crate::http::serve(
-        listener,
-        app,
-        config.limits.header_timeout,
-        shutdown.clone(),
-        Duration::from_secs(5),
-    )
-    .await;
+    crate::http::serve_role(listener, app, &config, &shutdown).await;
     tracing::info!("draining sessions and deliveries");
     if !gateway.drained(drain + Duration::from_secs(3)).await {
         tracing::warn!("some sessions did not close within the drain window");

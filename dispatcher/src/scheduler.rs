@@ -53,37 +53,13 @@ pub fn start_lanes<F, Fut>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use herald_common::api::{ChannelKind, Priority, Strategy};
+    use herald_common::api::Priority;
     use herald_engine::jobs::{Job, LocalQueue};
-    use herald_engine::store::{JobState, MessageRecord};
     use std::time::Duration;
     use tokio::sync::Notify;
 
     fn job(id: &str, priority: Priority) -> Job {
-        Job {
-            message: Arc::new(MessageRecord {
-                id: id.into(),
-                created_at: 0,
-                priority,
-                strategy: Strategy::Fallback,
-                channels: vec![ChannelKind::Email],
-                ack_timeout_ms: 1,
-                expires_at: None,
-                title: None,
-                body: None,
-                data: None,
-                email: None,
-                sms: None,
-                recipients: vec![],
-            }),
-            state: JobState {
-                idx: 0,
-                channel_idx: 0,
-                channel_attempt: 0,
-                due_at: 0,
-                best: None,
-            },
-        }
+        Job::sample(id, priority, 0)
     }
 
     #[tokio::test]

@@ -25,6 +25,38 @@ pub struct Job {
     pub state: JobState,
 }
 
+impl Job {
+    /// A job with a minimal message, for tests of queues and lanes.
+    #[doc(hidden)]
+    pub fn sample(id: &str, priority: herald_common::api::Priority, due_at: i64) -> Job {
+        use herald_common::api::{ChannelKind, Strategy};
+        Job {
+            message: Arc::new(MessageRecord {
+                id: id.into(),
+                created_at: 0,
+                priority,
+                strategy: Strategy::Fallback,
+                channels: vec![ChannelKind::Email],
+                ack_timeout_ms: 1,
+                expires_at: None,
+                title: None,
+                body: None,
+                data: None,
+                email: None,
+                sms: None,
+                recipients: vec![],
+            }),
+            state: JobState {
+                idx: 0,
+                channel_idx: 0,
+                channel_attempt: 0,
+                due_at,
+                best: None,
+            },
+        }
+    }
+}
+
 /// How a leased job ends for now.
 #[derive(Debug, Clone)]
 pub enum Settle {
@@ -231,33 +263,10 @@ impl JobQueue for Arc<LocalQueue> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use herald_common::api::{ChannelKind, Priority, Strategy};
+    use herald_common::api::Priority;
 
     fn job(id: &str, priority: Priority, due_at: i64) -> Job {
-        Job {
-            message: Arc::new(MessageRecord {
-                id: id.into(),
-                created_at: 0,
-                priority,
-                strategy: Strategy::Fallback,
-                channels: vec![ChannelKind::Email],
-                ack_timeout_ms: 1,
-                expires_at: None,
-                title: None,
-                body: None,
-                data: None,
-                email: None,
-                sms: None,
-                recipients: vec![],
-            }),
-            state: JobState {
-                idx: 0,
-                channel_idx: 0,
-                channel_attempt: 0,
-                due_at,
-                best: None,
-            },
-        }
+        Job::sample(id, priority, due_at)
     }
 
     #[tokio::test]
