@@ -12,9 +12,25 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
+
+/// Pending connections the kernel may hold for `accept` (capped by `net.core.somaxconn`).
+/// The standard library's 128 overflows in a reconnect storm — every client of a restarted
+/// gateway at once — and each dropped handshake costs its client a 1 s SYN retransmit.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds the listening socket with [`LISTEN_BACKLOG`].
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
 
 /// Serves `app` on `listener` until `shutdown`, then waits (at most `grace`) for open
 /// requests to finish. Upgraded WebSockets are owned by their sessions, not waited for here.

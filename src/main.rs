@@ -363,7 +363,7 @@ fn run_role(
         Err(e) => return fail(format!("cannot start the runtime: {e}")),
     };
     runtime.block_on(async move {
-        let listener = match TcpListener::bind(listen).await {
+        let listener = match herald::http::bind(listen) {
             Ok(l) => l,
             Err(e) => return fail(format!("cannot bind {listen}: {e}")),
         };

@@ -101,6 +101,29 @@ impl Topology {
         }
     }
 
+    /// Every log line of every Herald process that mentions `needle`.
+    fn logs_about(&self, needle: &str) -> String {
+        let processes: Vec<&Herald> = match self {
+            Topology::Cluster {
+                dispatchers,
+                gateways,
+                ..
+            } => dispatchers.iter().chain(gateways).collect(),
+            Topology::Embedded { herald } => vec![herald],
+        };
+        processes
+            .iter()
+            .flat_map(|p| {
+                p.log_text()
+                    .lines()
+                    .filter(|l| l.contains(needle))
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     fn token(&self, user: &str, topics: &[&str]) -> String {
         match self {
             Topology::Cluster { gateways, .. } => {
@@ -303,31 +326,41 @@ async fn chaos(
         let _ = s.await;
     }
 
-    // The ledger: every accepted message reaches a final status, with attempts.
+    // The ledger: every accepted message reaches a final status, with attempts. One
+    // deadline for them all, so a stuck message fails the run instead of stalling it.
     let accepted = ledger.accepted.lock().unwrap().clone();
     let mut statuses: BTreeMap<String, usize> = BTreeMap::new();
-    let mut lost = Vec::new();
     let api = Api::new(&apis.lock().unwrap()[0], support::API_KEY);
-    for (id, _, _) in &accepted {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        let status = loop {
+    let mut unfinished: Vec<String> = accepted.iter().map(|(id, _, _)| id.clone()).collect();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let mut still = Vec::new();
+        for id in unfinished {
             let a = api.get(&format!("/v1/messages/{id}")).await;
             let r = &a.body["recipients"][0];
             if a.status == 200
                 && r["status"] != "pending"
                 && !r["attempts"].as_array().is_none_or(|x| x.is_empty())
             {
-                break Some(r["status"].as_str().unwrap_or("?").to_string());
+                *statuses
+                    .entry(r["status"].as_str().unwrap_or("?").to_string())
+                    .or_default() += 1;
+            } else {
+                still.push(id);
             }
-            if Instant::now() > deadline {
-                break None;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        };
-        match status {
-            Some(s) => *statuses.entry(s).or_default() += 1,
-            None => lost.push(id.clone()),
         }
+        unfinished = still;
+        if unfinished.is_empty() || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let lost = unfinished;
+    if let Some(id) = lost.first() {
+        eprintln!(
+            "what the processes logged about {id}:\n{}",
+            topology.logs_about(id)
+        );
     }
 
     // Clients: let them catch up, then check nothing was missed or repeated.
@@ -394,6 +427,10 @@ async fn chaos(
     table += &format!(
         "| **lost** | **{}** |\n| mail duplicates (same Message-ID) | {mail_dups} |\n| SMS duplicates (same Idempotency-Key) | {sms_dups} |\n",
         lost.len()
+    );
+    table += &format!(
+        "| jobs read before a lagging replica had their record (retried) | {} |\n",
+        topology.logs_about("job before its record").lines().count()
     );
     table += &format!(
         "| an id twice in one session | {duplicates_in_session} |\n| personal messages never seen by their online user | {missed_personal} |\n| seq gaps after resume | {gaps} |\n",

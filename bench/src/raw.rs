@@ -28,7 +28,11 @@ fn text_frame(payload: &[u8]) -> Vec<u8> {
 
 pub async fn run(ws_port: u16, control_port: u16) -> anyhow::Result<()> {
     let sockets: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
-    let listener = TcpListener::bind(("127.0.0.1", ws_port)).await?;
+    // The backlog Herald listens with, so a connect storm meets the same kernel queue.
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(([127, 0, 0, 1], ws_port).into())?;
+    let listener = socket.listen(4096)?;
     let accept = Arc::clone(&sockets);
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {

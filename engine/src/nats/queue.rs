@@ -20,7 +20,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::NatsEngine;
 use super::store::{
-    IngestRecord, NatsStore, RecipientEntry, backend, create_json, get_json, recipient_key,
+    IngestRecord, NatsStore, RecipientEntry, backend, create_json, get_json_confirmed,
+    get_json_latest, recipient_key,
 };
 use crate::jobs::{Job, JobQueue, LANES, Lease, Settle, Settler};
 use crate::store::{JobState, MessageRecord, StoreResult};
@@ -34,6 +35,9 @@ struct JobRef {
 
 /// Records taken in at once by one dispatcher.
 const INGEST_WORKERS: usize = 16;
+
+/// Deliveries of a job whose record cannot be found before it is dropped (2 s apart).
+const ORPHAN_DELIVERIES: i64 = 30;
 
 type Consumer = async_nats::jetstream::consumer::Consumer<pull::Config>;
 
@@ -264,12 +268,14 @@ impl JetStreamQueue {
         }
     }
 
+    /// A message's record: records never change, so any replica's copy will do, but only
+    /// the leader can say there is none.
     async fn record(&self, id: &str) -> StoreResult<Option<Arc<MessageRecord>>> {
         if let Some(r) = self.records.lock().ok().and_then(|c| c.get(id).cloned()) {
             return Ok(Some(r));
         }
         let Some((record, _)) =
-            get_json::<MessageRecord>(&self.engine.buckets.messages, id).await?
+            get_json_confirmed::<MessageRecord>(&self.engine.buckets.messages, id).await?
         else {
             return Ok(None);
         };
@@ -345,9 +351,11 @@ impl JobQueue for Arc<JetStreamQueue> {
                 let _ = msg.ack_with(AckKind::Term).await;
                 continue;
             };
+            // The job's state is read from the leader: a replica may not have applied the
+            // ingest's writes yet, or may hold the step before the last recorded one.
             let loaded = async {
                 let record = self.record(&job.id).await?;
-                let entry = get_json::<RecipientEntry>(
+                let entry = get_json_latest::<RecipientEntry>(
                     &self.engine.buckets.recipients,
                     &recipient_key(&job.id, job.idx),
                 )
@@ -357,6 +365,14 @@ impl JobQueue for Arc<JetStreamQueue> {
             .await;
             let (record, entry) = match loaded {
                 Ok((Some(r), Some(e))) => (r, e),
+                Ok(_) if msg.info().map_or(0, |i| i.delivered) < ORPHAN_DELIVERIES => {
+                    // Jobs are published after their record; give a lagging cluster time.
+                    tracing::warn!(message_id = %job.id, "job before its record; retrying later");
+                    let _ = msg
+                        .ack_with(AckKind::Nak(Some(Duration::from_secs(2))))
+                        .await;
+                    continue;
+                }
                 Ok(_) => {
                     tracing::error!(message_id = %job.id, "job without a record; dropping it");
                     let _ = msg.ack_with(AckKind::Term).await;

@@ -107,8 +107,67 @@ pub(crate) async fn get_json<T: DeserializeOwned>(
     }
 }
 
+/// Reads a JSON value from the bucket's stream leader. Buckets allow direct gets, which any
+/// replica may answer — one that has not applied the latest acknowledged write yet says
+/// "absent" or gives an older revision. Wherever such an answer would lose or repeat work
+/// (a job's state, a compare-and-set after a conflict), read here.
+pub(crate) async fn get_json_latest<T: DeserializeOwned>(
+    store: &kv::Store,
+    key: &str,
+) -> StoreResult<Option<(T, u64)>> {
+    let subject = format!("{}{key}", store.prefix);
+    let message = match store.stream.get_last_raw_message_by_subject(&subject).await {
+        Ok(m) => m,
+        Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => return Ok(None),
+        Err(e) => return Err(backend("kv read", e)),
+    };
+    let deleted = message
+        .headers
+        .get("KV-Operation")
+        .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"));
+    if deleted {
+        return Ok(None);
+    }
+    let value = serde_json::from_slice(&message.payload).map_err(|err| corrupt(key, err))?;
+    Ok(Some((value, message.sequence)))
+}
+
+/// Reads from any replica, confirming an absence with the leader: for values that, once
+/// written, never change (or where an older revision is harmless) but must not be missed.
+pub(crate) async fn get_json_confirmed<T: DeserializeOwned>(
+    store: &kv::Store,
+    key: &str,
+) -> StoreResult<Option<(T, u64)>> {
+    match get_json::<T>(store, key).await? {
+        Some(found) => Ok(Some(found)),
+        None => get_json_latest::<T>(store, key).await,
+    }
+}
+
+/// The last message of `subject`, from any replica or from the stream's leader.
+async fn last_of(
+    stream: &stream::Stream,
+    subject: &str,
+    from_leader: bool,
+) -> StoreResult<Option<jetstream::message::StreamMessage>> {
+    if from_leader {
+        return match stream.get_last_raw_message_by_subject(subject).await {
+            Ok(m) => Ok(Some(m)),
+            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(backend("history read", e)),
+        };
+    }
+    match stream.direct_get_last_for_subject(subject).await {
+        Ok(m) => Ok(Some(m)),
+        Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => Ok(None),
+        Err(e) => Err(backend("history read", e)),
+    }
+}
+
 /// Read-modify-write with compare-and-set, retried on conflict. `f` sees the current value
 /// (or `None`) and returns the new value and a result, or `None` to leave it unchanged.
+/// The first read may come from any replica; an absence, and every read after a conflict,
+/// is confirmed with the leader, so a lagging replica costs a retry, never a wrong answer.
 pub(crate) async fn modify<T, R>(
     store: &kv::Store,
     key: &str,
@@ -117,8 +176,12 @@ pub(crate) async fn modify<T, R>(
 where
     T: Serialize + DeserializeOwned,
 {
+    let mut from_leader = false;
     for _ in 0..50 {
-        let current = get_json::<T>(store, key).await?;
+        let current = match from_leader {
+            true => get_json_latest::<T>(store, key).await?,
+            false => get_json_confirmed::<T>(store, key).await?,
+        };
         let revision = current.as_ref().map(|(_, r)| *r);
         let (next, result) = f(current.map(|(v, _)| v))?;
         let Some(next) = next else {
@@ -145,7 +208,7 @@ where
         };
         match written {
             Ok(()) => return Ok(result),
-            Err((true, _)) => continue,
+            Err((true, _)) => from_leader = true,
             Err((false, e)) => return Err(backend("kv write", e)),
         }
     }
@@ -268,21 +331,25 @@ impl NatsStore {
         let stream = self.stream(kind);
         let head_key = Self::head_key(kind, name);
         let payload = Bytes::from(serde_json::to_vec(content).map_err(|e| corrupt("content", e))?);
+        // After a conflict the replica that answered may lag: ask the leader from then on.
+        let mut from_leader = false;
         for _ in 0..50 {
-            let (last_stream_seq, last_seq) =
-                match stream.direct_get_last_for_subject(subject.clone()).await {
-                    Ok(last) => {
-                        if header(&last.headers, HEADER_ID) == Some(content.id.as_str()) {
-                            return Ok(seq_of(&last));
-                        }
-                        (last.sequence, seq_of(&last))
+            let (last_stream_seq, last_seq) = match last_of(stream, &subject, from_leader).await? {
+                Some(last) => {
+                    if header(&last.headers, HEADER_ID) == Some(content.id.as_str()) {
+                        return Ok(seq_of(&last));
                     }
-                    Err(e) if matches!(e.kind(), stream::DirectGetErrorKind::NotFound) => {
-                        let kept = get_json::<u64>(&self.engine.buckets.heads, &head_key).await?;
-                        (0, kept.map_or(0, |(h, _)| h))
-                    }
-                    Err(e) => return Err(backend("history read", e)),
-                };
+                    (last.sequence, seq_of(&last))
+                }
+                None => {
+                    let heads = &self.engine.buckets.heads;
+                    let kept = match from_leader {
+                        true => get_json_latest::<u64>(heads, &head_key).await?,
+                        false => get_json::<u64>(heads, &head_key).await?,
+                    };
+                    (0, kept.map_or(0, |(h, _)| h))
+                }
+            };
             let seq = last_seq + 1;
             let mut publish = jetstream::message::PublishMessage::build()
                 .payload(payload.clone())
@@ -315,7 +382,7 @@ impl NatsStore {
                     return Ok(seq);
                 }
                 Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => {
-                    continue;
+                    from_leader = true;
                 }
                 Err(e) => return Err(backend("history publish", e)),
             }
@@ -429,7 +496,7 @@ impl NatsStore {
     }
 
     async fn recipient(&self, message_id: &str, idx: u32) -> StoreResult<Option<RecipientEntry>> {
-        Ok(get_json(
+        Ok(get_json_confirmed(
             &self.engine.buckets.recipients,
             &recipient_key(message_id, idx),
         )
@@ -438,7 +505,7 @@ impl NatsStore {
     }
 
     async fn record(&self, id: &str) -> StoreResult<Option<MessageRecord>> {
-        Ok(get_json(&self.engine.buckets.messages, id)
+        Ok(get_json_confirmed(&self.engine.buckets.messages, id)
             .await?
             .map(|(v, _)| v))
     }
