@@ -1,15 +1,18 @@
 //! The comparison run: for each system, start its server, connect the subscribers through
 //! worker processes, then measure idle cost, connect rate, latency at a fixed rate, and
 //! deliveries at saturation (median of repeats), with the server's CPU read from /proc.
-//! Then Herald-only scenarios: targeted delivery and ingest.
+//! Then Herald-only scenarios: targeted delivery (with offline users falling back to a real
+//! SMTP server), ingest, and scale-out over a local cluster of gateways.
 
 use std::net::TcpListener as StdListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::Deserializer;
+use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
@@ -57,7 +60,17 @@ pub struct Options {
     pub targeted_rate: u32,
     #[arg(long, default_value_t = 1000)]
     pub targeted_users: usize,
-    /// Scenarios to skip: fanout, targeted, ingest.
+    /// Targeted delivery: share of messages sent to offline users, which fall back to email
+    /// through a real SMTP server (aiosmtpd from the venv).
+    #[arg(long, default_value_t = 0.2)]
+    pub offline_share: f64,
+    /// Scale-out: sessions held over the local cluster's gateways.
+    #[arg(long, default_value_t = 100_000)]
+    pub scale_sessions: usize,
+    /// Scale-out: gateway processes (each may hold at most ~19,900 sockets here).
+    #[arg(long, default_value_t = 6)]
+    pub gateways: usize,
+    /// Scenarios to skip: fanout, targeted, ingest, scaleout.
     #[arg(long, value_delimiter = ',')]
     pub skip: Vec<String>,
     #[arg(long)]
@@ -105,6 +118,30 @@ pub struct TargetedResult {
     /// From accept to the recorded ack (`delivered`), over a sample.
     pub to_delivered_p50_ms: f64,
     pub to_delivered_p99_ms: f64,
+    /// Messages to offline users (in-app, then email through a real SMTP server).
+    pub offline_accepted: u64,
+    /// Mails the SMTP server filed.
+    pub mails_received: u64,
+    /// From accept to `sent` via email, from the records, over a sample.
+    pub to_email_p50_ms: f64,
+    pub to_email_p99_ms: f64,
+}
+
+#[derive(Serialize, Default, Clone, Debug)]
+pub struct ScaleOutResult {
+    pub gateways: usize,
+    pub sessions: usize,
+    pub connected: u64,
+    pub connect_per_s: f64,
+    /// Summed over the gateway processes, after connecting (idle, heartbeats on).
+    pub gateways_rss_bytes: u64,
+    pub rss_per_session_bytes: f64,
+    pub idle_cpu_share: f64,
+    pub nats_rss_bytes: u64,
+    pub dispatcher_rss_bytes: u64,
+    /// One broadcast per second to every session.
+    pub broadcast: Latency,
+    pub broadcast_gateway_cpu_s: f64,
 }
 
 #[derive(Serialize, Default, Clone, Debug)]
@@ -124,6 +161,7 @@ pub struct Results {
     pub fanout: Vec<FanoutResult>,
     pub targeted: Option<TargetedResult>,
     pub ingest: Vec<IngestResult>,
+    pub scale_out: Option<ScaleOutResult>,
 }
 
 fn free_port() -> u16 {
@@ -392,17 +430,21 @@ impl Worker {
     }
 }
 
+/// Starts `workers` worker processes holding `total` clients of `system` (spread over the
+/// comma-separated `url`s), shows a progress bar while they connect, and returns them with
+/// the number connected and the connect rate (sessions/s, from the first spawn to the last
+/// connect, JWT check and `welcome` included for Herald).
 async fn start_workers(
     system: System,
     url: &str,
     total: usize,
-    opts: &Options,
+    workers: usize,
     ack: bool,
 ) -> anyhow::Result<(Vec<Worker>, u64, f64)> {
-    let per = total.div_ceil(opts.workers);
+    let per = total.div_ceil(workers);
     let started = Instant::now();
-    let mut workers = Vec::new();
-    for w in 0..opts.workers {
+    let mut spawned = Vec::new();
+    for w in 0..workers {
         let count = per.min(total.saturating_sub(w * per));
         if count == 0 {
             break;
@@ -441,24 +483,51 @@ async fn start_workers(
                 .ok_or_else(|| anyhow::anyhow!("stdout"))?,
         )
         .lines();
-        workers.push(Worker {
+        spawned.push(Worker {
             child,
             stdin,
             lines,
         });
     }
-    let mut connected = 0;
-    for w in workers.iter_mut() {
-        let line = tokio::time::timeout(Duration::from_secs(300), w.lines.next_line())
-            .await??
-            .unwrap_or_default();
-        connected += line
-            .strip_prefix("ready ")
-            .and_then(|n| n.trim().parse::<u64>().ok())
-            .unwrap_or(0);
-    }
+    let bar = progress_bar(total as u64, &format!("{}: connecting", system.name()));
+    let counts: Vec<AtomicU64> = spawned.iter().map(|_| AtomicU64::new(0)).collect();
+    let ready = futures::future::try_join_all(spawned.iter_mut().enumerate().map(|(i, w)| {
+        let (counts, bar) = (&counts, &bar);
+        async move {
+            loop {
+                let line = tokio::time::timeout(Duration::from_secs(300), w.lines.next_line())
+                    .await??
+                    .ok_or_else(|| anyhow::anyhow!("a worker ended while connecting"))?;
+                let (done, n) = match line.split_once(' ') {
+                    Some(("ready", n)) => (true, n),
+                    Some(("connected", n)) => (false, n),
+                    _ => continue,
+                };
+                counts[i].store(n.trim().parse().unwrap_or(0), Ordering::Relaxed);
+                bar.set_position(counts.iter().map(|c| c.load(Ordering::Relaxed)).sum());
+                if done {
+                    return anyhow::Ok(());
+                }
+            }
+        }
+    }))
+    .await;
+    bar.finish_and_clear();
+    ready?;
+    let connected: u64 = counts.iter().map(|c| c.load(Ordering::Relaxed)).sum();
     let rate = connected as f64 / started.elapsed().as_secs_f64();
-    Ok((workers, connected, rate))
+    Ok((spawned, connected, rate))
+}
+
+/// A progress bar on stderr (drawn only when stderr is a terminal).
+fn progress_bar(len: u64, what: &str) -> ProgressBar {
+    let style = ProgressStyle::with_template(
+        "[herald-bench] {msg} [{bar:32}] {pos}/{len} ({per_sec}, {elapsed})",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar());
+    let bar = ProgressBar::new(len).with_style(style.progress_chars("=> "));
+    bar.set_message(what.to_string());
+    bar
 }
 
 async fn collect(workers: &mut [Worker]) -> anyhow::Result<(u64, Histogram<u64>)> {
@@ -495,12 +564,15 @@ async fn publish_for(
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let end = Instant::now() + Duration::from_secs(secs);
+    let bar = progress_bar(rate as u64 * secs, "publishing");
     let mut sent = 0;
     while Instant::now() < end {
         tick.tick().await;
         publisher.publish(&proto::payload(size)).await?;
         sent += 1;
+        bar.inc(1);
     }
+    bar.finish_and_clear();
     Ok(sent)
 }
 
@@ -538,8 +610,14 @@ async fn fanout(system: System, opts: &Options) -> anyhow::Result<FanoutResult> 
     let pid = server.child.id().unwrap_or(0);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let base_rss = procstat::rss_bytes(pid);
-    let (mut workers, connected, connect_per_s) =
-        start_workers(system, &server.ws_url, opts.subscribers, opts, false).await?;
+    let (mut workers, connected, connect_per_s) = start_workers(
+        system,
+        &server.ws_url,
+        opts.subscribers,
+        opts.workers,
+        false,
+    )
+    .await?;
     progress(&format!(
         "{}: {connected} sessions at {connect_per_s:.0}/s",
         system.name()
@@ -621,29 +699,128 @@ async fn fanout(system: System, opts: &Options) -> anyhow::Result<FanoutResult> 
     })
 }
 
+/// A real SMTP server (aiosmtpd from the venv) filing each mail in a Maildir.
+struct Smtp {
+    _child: Child,
+    port: u16,
+    maildir: PathBuf,
+}
+
+impl Smtp {
+    async fn start() -> anyhow::Result<Smtp> {
+        let python = crate::root().join(".venv/bin/python");
+        anyhow::ensure!(
+            python.exists(),
+            "no .venv (bench/run.sh or scripts/test makes it)"
+        );
+        let port = free_port();
+        let maildir = std::env::temp_dir().join(format!("bench-maildir-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&maildir);
+        let child = Command::new(python)
+            .args(["-m", "aiosmtpd", "-n", "-l"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(&maildir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        wait_port(port).await?;
+        Ok(Smtp {
+            _child: child,
+            port,
+            maildir,
+        })
+    }
+
+    fn mails(&self) -> u64 {
+        std::fs::read_dir(self.maildir.join("new")).map_or(0, |d| d.count() as u64)
+    }
+
+    /// Waits until `n` mails are filed (or 60 s pass); returns how many were.
+    async fn wait_for(&self, n: u64) -> u64 {
+        let end = Instant::now() + Duration::from_secs(60);
+        while self.mails() < n && Instant::now() < end {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        self.mails()
+    }
+}
+
+/// Milliseconds from a message's `created_at` to the first attempt on `channel` with
+/// `outcome`, from `GET /v1/messages/{id}`.
+async fn record_latency(
+    http: &reqwest::Client,
+    base: &str,
+    id: &str,
+    channel: &str,
+    outcome: &str,
+) -> anyhow::Result<Option<u64>> {
+    let v: serde_json::Value = http
+        .get(format!("{base}/v1/messages/{id}"))
+        .bearer_auth(API_KEY)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let created = herald_common::time::parse_rfc3339(v["created_at"].as_str().unwrap_or(""));
+    let at = v["recipients"][0]["attempts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|a| a["channel"] == channel && a["outcome"] == outcome)
+        .and_then(|a| herald_common::time::parse_rfc3339(a["at"].as_str().unwrap_or("")));
+    Ok(created.zip(at).map(|(c, a)| (a - c).max(0) as u64))
+}
+
+const OFFLINE_USERS: usize = 200;
+
 async fn targeted(opts: &Options) -> anyhow::Result<TargetedResult> {
-    progress("targeted delivery: starting herald serve");
-    let (mut child, addr) = start_herald(opts, &[]).await?;
+    progress("targeted delivery: starting an SMTP server and herald serve");
+    let smtp = Smtp::start().await?;
+    let smtp_url = format!("smtp://127.0.0.1:{}", smtp.port);
+    let (mut child, addr) = start_herald(opts, &[("HERALD_SMTP_URL", &smtp_url)]).await?;
     let url = format!("ws://{addr}/ws");
-    let (mut workers, connected, _) =
-        start_workers(System::Herald, &url, opts.targeted_users, opts, true).await?;
-    reset(&mut workers).await?;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .build()?;
     let base = format!("http://{addr}");
+    for i in 0..OFFLINE_USERS {
+        http.put(format!("{base}/v1/users/offline{i}"))
+            .bearer_auth(API_KEY)
+            .json(&serde_json::json!({"email": format!("offline{i}@bench.example")}))
+            .send()
+            .await?
+            .error_for_status()?;
+    }
+    let (mut workers, connected, _) = start_workers(
+        System::Herald,
+        &url,
+        opts.targeted_users,
+        opts.workers,
+        true,
+    )
+    .await?;
+    reset(&mut workers).await?;
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / opts.targeted_rate as f64));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let end = Instant::now() + Duration::from_secs(opts.secs);
     let started = Instant::now();
+    let offline_per_100 = (opts.offline_share * 100.0).round() as usize;
+    let bar = progress_bar(opts.targeted_rate as u64 * opts.secs, "targeted: sending");
     let mut tasks = Vec::new();
     let mut n = 0usize;
     while Instant::now() < end {
         tick.tick().await;
         n += 1;
-        let user = format!("bench{}", (n * 7919) % connected.max(1) as usize);
+        let offline = n % 100 < offline_per_100;
+        let body = if offline {
+            serde_json::json!({"to": [format!("offline{}", n % OFFLINE_USERS)], "title": proto::payload(opts.size), "channels": ["in_app", "email"]})
+        } else {
+            let user = format!("bench{}", (n * 7919) % connected.max(1) as usize);
+            serde_json::json!({"to": [user], "title": proto::payload(opts.size), "channels": ["in_app"]})
+        };
         let (http, base) = (http.clone(), base.clone());
-        let body = serde_json::json!({"to": [user], "title": proto::payload(opts.size), "channels": ["in_app"]});
         tasks.push(tokio::spawn(async move {
             let r = http
                 .post(format!("{base}/v1/messages"))
@@ -653,44 +830,43 @@ async fn targeted(opts: &Options) -> anyhow::Result<TargetedResult> {
                 .await
                 .ok()?;
             let v: serde_json::Value = r.json().await.ok()?;
-            v["id"].as_str().map(str::to_string)
+            v["id"].as_str().map(|id| (id.to_string(), offline))
         }));
+        bar.inc(1);
     }
-    let mut ids = Vec::new();
+    bar.finish_and_clear();
+    let (mut online_ids, mut offline_ids) = (Vec::new(), Vec::new());
     for t in tasks {
-        if let Ok(Some(id)) = t.await {
-            ids.push(id);
+        match t.await {
+            Ok(Some((id, true))) => offline_ids.push(id),
+            Ok(Some((id, false))) => online_ids.push(id),
+            _ => {}
         }
     }
     let (delivered, _, hist) = settle(&mut workers, started).await?;
-    // Accept → ack, from the records themselves, over a sample.
+    let mails = smtp.wait_for(offline_ids.len() as u64).await;
+    // Accept → ack, and accept → sent via email, from the records themselves, over a sample.
     let mut to_delivered = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
-    for id in ids.iter().step_by((ids.len() / 300).max(1)) {
-        let v: serde_json::Value = http
-            .get(format!("{base}/v1/messages/{id}"))
-            .bearer_auth(API_KEY)
-            .send()
-            .await?
-            .json()
-            .await?;
-        let created = herald_common::time::parse_rfc3339(v["created_at"].as_str().unwrap_or(""));
-        let acked = herald_common::time::parse_rfc3339(
-            v["recipients"][0]["attempts"][0]["at"]
-                .as_str()
-                .unwrap_or(""),
-        );
-        if let (Some(c), Some(a)) = (created, acked) {
-            let _ = to_delivered.record(((a - c).max(0) as u64 * 1000).max(1));
+    for id in online_ids.iter().step_by((online_ids.len() / 300).max(1)) {
+        if let Some(ms) = record_latency(&http, &base, id, "in_app", "acked").await? {
+            let _ = to_delivered.record((ms * 1000).max(1));
+        }
+    }
+    let mut to_email = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
+    for id in offline_ids.iter().step_by((offline_ids.len() / 300).max(1)) {
+        if let Some(ms) = record_latency(&http, &base, id, "email", "sent").await? {
+            let _ = to_email.record((ms * 1000).max(1));
         }
     }
     for w in workers.iter_mut() {
         let _ = w.child.kill().await;
     }
     let _ = child.kill().await;
+    drop(smtp);
     Ok(TargetedResult {
         users: connected as usize,
         offered_per_s: opts.targeted_rate as f64,
-        accepted: ids.len() as u64,
+        accepted: (online_ids.len() + offline_ids.len()) as u64,
         to_client: Latency {
             offered_per_s: opts.targeted_rate as f64,
             deliveries: delivered,
@@ -700,6 +876,10 @@ async fn targeted(opts: &Options) -> anyhow::Result<TargetedResult> {
         },
         to_delivered_p50_ms: ms(&to_delivered, 0.5),
         to_delivered_p99_ms: ms(&to_delivered, 0.99),
+        offline_accepted: offline_ids.len() as u64,
+        mails_received: mails,
+        to_email_p50_ms: ms(&to_email, 0.5),
+        to_email_p99_ms: ms(&to_email, 0.99),
     })
 }
 
@@ -748,25 +928,8 @@ async fn ingest(opts: &Options) -> anyhow::Result<Vec<IngestResult>> {
     let _ = child.kill().await;
 
     progress("ingest: cluster engine over HTTP and JetStream herald.send");
-    let nats_port = free_port();
     let dir = std::env::temp_dir().join(format!("bench-nats-js-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let mut nats = Command::new(nats_server_bin())
-        .args([
-            "-a",
-            "127.0.0.1",
-            "-p",
-            &nats_port.to_string(),
-            "-js",
-            "-sd",
-        ])
-        .arg(&dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()?;
-    wait_port(nats_port).await?;
-    let url = format!("nats://127.0.0.1:{nats_port}");
+    let (mut nats, url) = start_nats_js(&dir).await?;
     let (mut herald, addr) = start_herald(opts, &[("HERALD_NATS_URL", &url)]).await?;
     // Wait for the engine.
     for _ in 0..200 {
@@ -814,6 +977,143 @@ async fn ingest(opts: &Options) -> anyhow::Result<Vec<IngestResult>> {
     let _ = herald.kill().await;
     let _ = nats.kill().await;
     Ok(out)
+}
+
+/// A role of a local cluster (`herald dispatcher` or `herald gateway`) against `nats`.
+async fn start_role(
+    opts: &Options,
+    role: &str,
+    nats: &str,
+    listen_var: &str,
+) -> anyhow::Result<(Child, String)> {
+    let port = free_port();
+    let child = Command::new(herald_bin(opts))
+        .arg(role)
+        .env(listen_var, format!("127.0.0.1:{port}"))
+        .env("HERALD_NATS_URL", nats)
+        .env("HERALD_API_KEYS", API_KEY)
+        .env("HERALD_JWT_SECRET", SECRET)
+        .env("HERALD_CONNECTS_PER_S", "0")
+        .env("HERALD_CLIENT_FRAMES_PER_S", "0")
+        .env("HERALD_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let addr = format!("127.0.0.1:{port}");
+    for _ in 0..300 {
+        if reqwest::get(format!("http://{addr}/readyz"))
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return Ok((child, addr));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("{role} on {addr} never got ready")
+}
+
+/// A single nats-server with JetStream in `dir`; returns it and its URL once it listens.
+async fn start_nats_js(dir: &Path) -> anyhow::Result<(Child, String)> {
+    let port = free_port();
+    let _ = std::fs::remove_dir_all(dir);
+    let child = Command::new(nats_server_bin())
+        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    wait_port(port).await?;
+    Ok((child, format!("nats://127.0.0.1:{port}")))
+}
+
+/// Scale-out: a local cluster (nats-server, one dispatcher, `gateways` gateways) holding
+/// `scale_sessions` subscribed sessions; memory and CPU it takes, and one broadcast per
+/// second to all of them.
+async fn scale_out(opts: &Options) -> anyhow::Result<ScaleOutResult> {
+    progress(&format!(
+        "scale-out: nats-server, a dispatcher and {} gateways",
+        opts.gateways
+    ));
+    let dir = std::env::temp_dir().join(format!("bench-scale-{}", std::process::id()));
+    let (mut nats, nats_url) = start_nats_js(&dir).await?;
+    let (mut dispatcher, api) =
+        start_role(opts, "dispatcher", &nats_url, "HERALD_API_LISTEN").await?;
+    let mut gateways = Vec::new();
+    for _ in 0..opts.gateways {
+        gateways.push(start_role(opts, "gateway", &nats_url, "HERALD_WS_LISTEN").await?);
+    }
+    let pids: Vec<u32> = gateways.iter().filter_map(|g| g.0.id()).collect();
+    let rss = |pids: &[u32]| pids.iter().map(|&p| procstat::rss_bytes(p)).sum::<u64>();
+    let cpu = |pids: &[u32]| pids.iter().map(|&p| procstat::cpu_seconds(p)).sum::<f64>();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let base_rss = rss(&pids);
+    let urls: Vec<String> = gateways
+        .iter()
+        .map(|(_, a)| format!("ws://{a}/ws"))
+        .collect();
+    // Each worker process holds at most 12,500 sockets (the cap here is ~19,900 per process).
+    let workers = opts.scale_sessions.div_ceil(12_500).max(opts.workers);
+    let (mut workers, connected, connect_per_s) = start_workers(
+        System::Herald,
+        &urls.join(","),
+        opts.scale_sessions,
+        workers,
+        false,
+    )
+    .await?;
+    progress(&format!(
+        "scale-out: {connected} sessions over {} gateways at {connect_per_s:.0}/s",
+        opts.gateways
+    ));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let cpu0 = cpu(&pids);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let idle_cpu = (cpu(&pids) - cpu0) / 5.0;
+    let gateways_rss = rss(&pids);
+    let nats_rss = nats.id().map_or(0, procstat::rss_bytes);
+    let dispatcher_rss = dispatcher.id().map_or(0, procstat::rss_bytes);
+
+    reset(&mut workers).await?;
+    let mut publisher = Publisher::Herald {
+        base: format!("http://{api}"),
+        http: reqwest::Client::new(),
+    };
+    let cpu0 = cpu(&pids);
+    let started = Instant::now();
+    publish_for(&mut publisher, 1, opts.secs, opts.size).await?;
+    let (delivered, _, hist) = settle(&mut workers, started).await?;
+    let broadcast_cpu = cpu(&pids) - cpu0;
+    for w in workers.iter_mut() {
+        let _ = w.child.kill().await;
+    }
+    for (g, _) in gateways.iter_mut() {
+        let _ = g.kill().await;
+    }
+    let _ = dispatcher.kill().await;
+    let _ = nats.kill().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(ScaleOutResult {
+        gateways: opts.gateways,
+        sessions: opts.scale_sessions,
+        connected,
+        connect_per_s,
+        gateways_rss_bytes: gateways_rss,
+        rss_per_session_bytes: gateways_rss.saturating_sub(base_rss) as f64
+            / connected.max(1) as f64,
+        idle_cpu_share: idle_cpu,
+        nats_rss_bytes: nats_rss,
+        dispatcher_rss_bytes: dispatcher_rss,
+        broadcast: Latency {
+            offered_per_s: connected as f64,
+            deliveries: delivered,
+            p50_ms: ms(&hist, 0.5),
+            p99_ms: ms(&hist, 0.99),
+            p999_ms: ms(&hist, 0.999),
+        },
+        broadcast_gateway_cpu_s: broadcast_cpu,
+    })
 }
 
 fn machine() -> String {
@@ -880,6 +1180,12 @@ pub async fn run_all(opts: Options) -> anyhow::Result<()> {
         match ingest(&opts).await {
             Ok(i) => results.ingest = i,
             Err(e) => progress(&format!("ingest: failed: {e:#}")),
+        }
+    }
+    if !opts.skip.iter().any(|s| s == "scaleout") {
+        match scale_out(&opts).await {
+            Ok(r) => results.scale_out = Some(r),
+            Err(e) => progress(&format!("scale-out: failed: {e:#}")),
         }
     }
     report::write(&opts.out, &results)?;

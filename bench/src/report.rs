@@ -93,12 +93,48 @@ fn markdown(r: &Results) -> String {
             "| accept to `delivered` (ack recorded) p50 / p99 | {:.1} / {:.1} ms |",
             t.to_delivered_p50_ms, t.to_delivered_p99_ms
         );
+        let _ = writeln!(
+            md,
+            "| to offline users (in-app → email, real SMTP server) | {} accepted, {} mails filed |",
+            t.offline_accepted, t.mails_received
+        );
+        let _ = writeln!(
+            md,
+            "| accept to `sent` via email p50 / p99 | {:.1} / {:.1} ms |",
+            t.to_email_p50_ms, t.to_email_p99_ms
+        );
     }
     if !r.ingest.is_empty() {
         let _ = writeln!(md, "\n| ingest | path | accepted/s |\n| --- | --- | --- |");
         for i in &r.ingest {
             let _ = writeln!(md, "| {} | {} | {:.0} |", i.engine, i.path, i.per_s);
         }
+    }
+    if let Some(s) = &r.scale_out {
+        let mb = |b: u64| b as f64 / 1_048_576.0;
+        let _ = writeln!(
+            md,
+            "\n| scale-out (local cluster) | value |\n| --- | --- |\n| gateways | {} |\n| sessions connected | {} of {} |\n| connects/s (all gateways) | {:.0} |",
+            s.gateways, s.connected, s.sessions, s.connect_per_s
+        );
+        let _ = writeln!(
+            md,
+            "| gateways' RSS, total | {:.0} MiB ({:.1} KB per session) |\n| gateways' idle CPU | {:.1} % of a core |\n| nats-server / dispatcher RSS | {:.0} / {:.0} MiB |",
+            mb(s.gateways_rss_bytes),
+            s.rss_per_session_bytes / 1000.0,
+            s.idle_cpu_share * 100.0,
+            mb(s.nats_rss_bytes),
+            mb(s.dispatcher_rss_bytes)
+        );
+        let _ = writeln!(
+            md,
+            "| one broadcast/s to every session: deliveries | {} |\n| publish to receive p50 / p99 / p99.9 | {:.0} / {:.0} / {:.0} ms |\n| gateways' CPU per 100k deliveries | {:.2} s |",
+            s.broadcast.deliveries,
+            s.broadcast.p50_ms,
+            s.broadcast.p99_ms,
+            s.broadcast.p999_ms,
+            s.broadcast_gateway_cpu_s * 100_000.0 / s.broadcast.deliveries.max(1) as f64
+        );
     }
     md
 }

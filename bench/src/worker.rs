@@ -20,7 +20,8 @@ use crate::proto::{self, System};
 
 pub struct Args {
     pub system: System,
-    /// e.g. ws://127.0.0.1:8080/ws
+    /// e.g. ws://127.0.0.1:8080/ws; several comma-separated URLs spread the clients over
+    /// them round-robin (one per gateway in the scale-out scenario).
     pub url: String,
     pub count: usize,
     pub source: Option<IpAddr>,
@@ -45,6 +46,7 @@ struct Shared {
     hist: Mutex<Histogram<u64>>,
     received: AtomicU64,
     connected: AtomicU64,
+    gave_up: AtomicU64,
 }
 
 fn ws_config() -> WebSocketConfig {
@@ -55,14 +57,16 @@ fn ws_config() -> WebSocketConfig {
 
 async fn client(args: Arc<Args>, n: usize, shared: Arc<Shared>) -> anyhow::Result<()> {
     let user = format!("bench{n}");
+    let urls: Vec<&str> = args.url.split(',').collect();
+    let base = urls[n % urls.len()];
     let url = match args.system {
         System::Herald => {
             let token = herald_common::auth::TokenMinter::hs256(&args.secret)
                 .mint(&user, Some(vec![">".into()]), Duration::from_secs(86_400))
                 .map_err(anyhow::Error::msg)?;
-            format!("{}?token={token}", args.url)
+            format!("{base}?token={token}")
         }
-        _ => args.url.clone(),
+        _ => base.to_string(),
     };
     let mut request = url.as_str().into_client_request()?;
     let protocol = match args.system {
@@ -155,6 +159,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         hist: Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3)?),
         received: AtomicU64::new(0),
         connected: AtomicU64::new(0),
+        gave_up: AtomicU64::new(0),
     });
     let mut tasks = Vec::with_capacity(args.count);
     for i in 0..args.count {
@@ -163,7 +168,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             for attempt in 0..5 {
                 match client(Arc::clone(&a), a.offset + i, Arc::clone(&s)).await {
                     Ok(()) => return,
-                    Err(e) if attempt == 4 => eprintln!("client {} gave up: {e}", a.offset + i),
+                    Err(e) if attempt == 4 => {
+                        eprintln!("client {} gave up: {e}", a.offset + i);
+                        s.gave_up.fetch_add(1, Ordering::Relaxed);
+                    }
                     Err(_) => tokio::time::sleep(Duration::from_millis(200 * (attempt + 1))).await,
                 }
             }
@@ -172,17 +180,23 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             tokio::task::yield_now().await;
         }
     }
-    // Tell the controller when every client is connected (or has given up).
+    // Tell the controller how many are connected as they come (`connected N`), and when
+    // every client is connected or has given up (`ready N`).
     let ready = Arc::clone(&shared);
     let count = args.count as u64;
     tokio::spawn(async move {
+        let mut told = 0;
         loop {
             let c = ready.connected.load(Ordering::Relaxed);
-            if c >= count {
+            if c + ready.gave_up.load(Ordering::Relaxed) >= count {
                 println!("ready {c}");
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            if c != told {
+                println!("connected {c}");
+                told = c;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
