@@ -143,7 +143,7 @@ impl Topology {
     ) -> &'static str {
         match self {
             Topology::Embedded { herald } => {
-                if n % 2 == 0 {
+                if n.is_multiple_of(2) {
                     herald.kill9();
                     tokio::time::sleep(Duration::from_millis(300)).await;
                     tokio::task::block_in_place(|| herald.restart());
@@ -272,11 +272,11 @@ async fn chaos(
             while sending.load(Ordering::Relaxed) {
                 n += 1;
                 let key = format!("chaos-{w}-{n}");
-                let (path, body, user, kind) = if n % 20 == 0 {
+                let (path, body, user, kind) = if n.is_multiple_of(20) {
                     ("/v1/topics/chaos.news/messages".to_string(), json!({"title": key}), String::new(), "topic")
-                } else if n % 3 == 0 {
+                } else if n.is_multiple_of(3) {
                     let user = format!("away{}", n % 50);
-                    let channels = if n % 2 == 0 { json!(["in_app", "sms", "email"]) } else { json!(["in_app", "email", "sms"]) };
+                    let channels = if n.is_multiple_of(2) { json!(["in_app", "sms", "email"]) } else { json!(["in_app", "email", "sms"]) };
                     let body = json!({"to": [{"user_id": user, "email": format!("{user}@example.com"), "phone": "+15550001111"}],
                                       "title": key, "channels": channels, "ack_timeout_ms": 1500});
                     ("/v1/messages".to_string(), body, user, "offline")

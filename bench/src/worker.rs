@@ -136,15 +136,15 @@ async fn client(args: Arc<Args>, n: usize, shared: Arc<Shared>) -> anyhow::Resul
                 shared.received.fetch_add(1, Ordering::Relaxed);
             }
         }
-        if args.ack && args.system == System::Herald && !data.windows(8).any(|w| w == b"\"topic\":")
+        if args.ack
+            && args.system == System::Herald
+            && !data.windows(8).any(|w| w == b"\"topic\":")
+            && let Ok(v) = serde_json::from_slice::<serde_json::Value>(data)
+            && v["type"] == "message"
         {
-            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(data)
-                && v["type"] == "message"
-            {
-                ack = v["id"]
-                    .as_str()
-                    .map(|id| serde_json::json!({"type": "ack", "id": id}).to_string());
-            }
+            ack = v["id"]
+                .as_str()
+                .map(|id| serde_json::json!({"type": "ack", "id": id}).to_string());
         }
         if let Some(a) = ack {
             ws.send(Message::Text(a.into())).await?;

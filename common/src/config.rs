@@ -559,12 +559,13 @@ impl Config {
                 }
             )));
         }
-        if self.sms.url.is_some() && self.sms.provider == SmsProvider::Twilio {
-            if self.sms.account.is_none() || self.sms.token.is_none() || self.sms.from.is_none() {
-                return Err(ConfigError(format!(
-                    "the twilio provider needs {ENV_SMS_ACCOUNT}, {ENV_SMS_TOKEN} and {ENV_SMS_FROM}"
-                )));
-            }
+        let twilio = self.sms.url.is_some() && self.sms.provider == SmsProvider::Twilio;
+        if twilio
+            && (self.sms.account.is_none() || self.sms.token.is_none() || self.sms.from.is_none())
+        {
+            return Err(ConfigError(format!(
+                "the twilio provider needs {ENV_SMS_ACCOUNT}, {ENV_SMS_TOKEN} and {ENV_SMS_FROM}"
+            )));
         }
         Ok(())
     }

@@ -38,7 +38,7 @@ impl Subjects {
     }
 
     /// The user id a [`Subjects::user`] subject addresses.
-    pub fn user_of<'a>(&self, subject: &'a str) -> Option<String> {
+    pub fn user_of(&self, subject: &str) -> Option<String> {
         let rest = subject.strip_prefix(&self.prefix)?.strip_prefix(".user.")?;
         ids::decode_token(rest)
     }

@@ -83,10 +83,10 @@ impl NatsNode {
                 if std::env::var("HERALD_TEST_ECHO").is_ok() {
                     eprintln!("[nats] {line}");
                 }
-                if line.contains("Server is ready") {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(());
-                    }
+                if line.contains("Server is ready")
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(());
                 }
             }
         });
