@@ -214,7 +214,27 @@ fn dev_banner(config: &Config, addr: SocketAddr, generated: bool) {
     println!();
 }
 
+/// One malloc arena instead of glibc's one per thread (up to 8 per core): sessions are
+/// created on one worker thread and their handshake buffers freed on another, and with an
+/// arena per thread the freed space is stranded where the next session cannot use it.
+/// Measured: 7.3 → 4.7 KB of RSS per idle session at 10,000 (BENCHMARKS.md), with no loss of
+/// throughput (small allocations come from each thread's cache). An operator's own
+/// `MALLOC_ARENA_MAX` or `GLIBC_TUNABLES` wins.
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none()
+        && std::env::var_os("GLIBC_TUNABLES").is_none()
+    {
+        // SAFETY: mallopt only sets an allocator parameter; it is called before any other
+        // thread exists.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 1);
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    tune_allocator();
     let cli = Cli::parse();
     match cli.command {
         Command::Token { user, topics, ttl } => {

@@ -135,7 +135,11 @@ impl TokenVerifier {
                 ErrorKind::InvalidAudience => AuthError::Invalid("audience not accepted".into()),
                 _ => AuthError::Invalid("malformed token".into()),
             })?;
-        let claims = data.claims;
+        let mut claims = data.claims;
+        // Claims live as long as the session: keep no spare capacity from decoding.
+        if let Some(topics) = &mut claims.topics {
+            topics.shrink_to_fit();
+        }
         if claims.sub.is_empty() {
             return Err(AuthError::Invalid("missing 'sub' claim".into()));
         }

@@ -106,7 +106,8 @@ impl MemoryBus {
         self.inner
             .subs
             .entry(subject.to_string())
-            .or_default()
+            // Most subjects (one per user) have one subscriber: no room for four.
+            .or_insert_with(|| Vec::with_capacity(1))
             .push(Sub {
                 id,
                 group: group.map(str::to_string),

@@ -7,7 +7,7 @@
 //! run beside the writer).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -29,9 +29,12 @@ use crate::store::{
 const MAX_BATCH: usize = 1024;
 /// Writes waiting for the writer thread before callers wait for room.
 const WRITE_QUEUE: usize = 16 * 1024;
+/// Reads that run at once, each with its own pooled connection on a blocking thread.
+const READERS: usize = 4;
 
 type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 type WriteJob = Box<dyn FnOnce(&Connection) -> (bool, Completion) + Send>;
+type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
 
 /// How the store keeps data.
 #[derive(Debug, Clone)]
@@ -60,8 +63,10 @@ impl Default for SqliteOptions {
 #[derive(Clone)]
 pub struct SqliteStore {
     writer: mpsc::Sender<WriteJob>,
-    readers: Arc<Mutex<Vec<Connection>>>,
-    path: Arc<PathBuf>,
+    /// Reads go to [`READERS`] reader threads, each with its own connection: a storm of
+    /// reads (thousands of sessions subscribing at once) queues here instead of growing the
+    /// blocking pool and opening connections (both of which cost memory that stays).
+    readers: std::sync::mpsc::Sender<ReadJob>,
     options: SqliteOptions,
 }
 
@@ -213,10 +218,21 @@ impl SqliteStore {
             .name("herald-sqlite-writer".into())
             .spawn(move || writer_loop(conn, rx))
             .map_err(|e| StoreError::Unavailable(format!("cannot start writer: {e}")))?;
+        let (readers, jobs) = std::sync::mpsc::channel::<ReadJob>();
+        let jobs = Arc::new(Mutex::new(jobs));
+        for n in 0..READERS {
+            let conn = open_connection(&path, &options).map_err(|e| {
+                StoreError::Unavailable(format!("cannot open {}: {e}", path.display()))
+            })?;
+            let jobs = Arc::clone(&jobs);
+            std::thread::Builder::new()
+                .name(format!("herald-sqlite-r{n}"))
+                .spawn(move || reader_loop(&conn, &jobs))
+                .map_err(|e| StoreError::Unavailable(format!("cannot start a reader: {e}")))?;
+        }
         Ok(SqliteStore {
             writer: tx,
-            readers: Arc::new(Mutex::new(Vec::new())),
-            path: Arc::new(path),
+            readers,
             options,
         })
     }
@@ -247,30 +263,33 @@ impl SqliteStore {
             .map_err(|_| StoreError::Unavailable("the writer thread has stopped".into()))?
     }
 
-    /// Runs `f` on a pooled read connection on the blocking pool.
+    /// Runs `f` on the next free reader thread's connection.
     async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> StoreResult<T> {
-        let readers = Arc::clone(&self.readers);
-        let path = Arc::clone(&self.path);
-        let options = self.options.clone();
-        tokio::task::spawn_blocking(move || {
-            let pooled = readers.lock().ok().and_then(|mut pool| pool.pop());
-            let conn = match pooled {
-                Some(c) => c,
-                None => open_connection(&path, &options).map_err(backend)?,
-            };
-            let result = f(&conn).map_err(unwrap_store_error);
-            if let Ok(mut pool) = readers.lock()
-                && pool.len() < 8
-            {
-                pool.push(conn);
-            }
-            result
-        })
-        .await
-        .map_err(|e| StoreError::Backend(format!("reader task failed: {e}")))?
+        let (tx, rx) = oneshot::channel::<StoreResult<T>>();
+        let job: ReadJob = Box::new(move |conn| {
+            let _ = tx.send(f(conn).map_err(unwrap_store_error));
+        });
+        let stopped = || StoreError::Unavailable("the reader threads have stopped".into());
+        self.readers.send(job).map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+}
+
+/// One reader thread: takes the next job (the queue is shared by all readers) until the
+/// store is dropped.
+fn reader_loop(conn: &Connection, jobs: &Mutex<std::sync::mpsc::Receiver<ReadJob>>) {
+    loop {
+        let job = match jobs.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        match job {
+            Ok(job) => job(conn),
+            Err(_) => return,
+        }
     }
 }
 

@@ -40,7 +40,8 @@ struct Interest {
 impl Interest {
     fn new() -> Self {
         Interest {
-            sessions: Vec::new(),
+            // Most users have one session here; a topic's list grows as it needs.
+            sessions: Vec::with_capacity(1),
             sub: None,
             subscribing: false,
         }

@@ -240,15 +240,19 @@ async fn upgrade(
     let limits = &gw.config.limits;
     let state = Arc::clone(&gw);
     ws.protocols([SUBPROTOCOL])
-        // tungstenite preallocates its read buffer per connection: client frames are small,
-        // so 1 KiB (it grows for a bigger frame). Measured in BENCHMARKS.md.
-        .read_buffer_size(1024)
+        // tungstenite preallocates its read buffer per connection: client frames are small
+        // (an ack is ~60 bytes), so 256 bytes; it grows for a bigger frame. Measured in
+        // BENCHMARKS.md.
+        .read_buffer_size(256)
         .write_buffer_size(16 * 1024)
         .max_write_buffer_size(limits.session_queue_bytes.max(64 * 1024) * 2)
         .max_frame_size(limits.max_frame_bytes)
         .max_message_size(limits.max_frame_bytes)
         .on_upgrade(move |socket| {
+            // The session gets a task of its own, sized to its future alone (axum's upgrade
+            // task would also hold its own state for the session's whole life).
             let tracker = state.tracker.clone();
-            tracker.track_future(session::run(state, socket, claims))
+            tracker.spawn(session::run(state, socket, claims));
+            std::future::ready(())
         })
 }

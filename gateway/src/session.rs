@@ -36,6 +36,20 @@ enum End {
 
 type Step = Result<(), End>;
 
+/// When a session next has something to do on its own.
+struct Deadlines {
+    beat: Instant,
+    expiry: Instant,
+    drain: Option<Instant>,
+}
+
+impl Deadlines {
+    fn next(&self) -> Instant {
+        let first = self.beat.min(self.expiry);
+        self.drain.map_or(first, |d| d.min(first))
+    }
+}
+
 struct Session {
     gw: Arc<GatewayState>,
     shared: Arc<SessionShared>,
@@ -46,6 +60,15 @@ struct Session {
     batch: Vec<Outbound>,
     /// Inbound frames allowed (acks are free: a resume may ask for a thousand).
     inbound: Option<TokenBucket>,
+}
+
+/// A session and its socket, in one heap allocation: an `async fn` keeps its arguments
+/// both as captured upvars and as moved-in locals, so passing these (≈ 650 bytes) by value
+/// would store them twice in every idle session's task.
+struct Live {
+    session: Session,
+    socket: WebSocket,
+    session_id: String,
 }
 
 /// Runs one upgraded connection to its end.
@@ -75,7 +98,21 @@ pub(crate) fn run(
         batch: Vec::new(),
         inbound: (rate > 0).then(|| TokenBucket::new(f64::from(rate), f64::from(rate) * 2.0)),
     };
-    session.run(socket, session_id).instrument(span)
+    let live = Box::new(Live {
+        session,
+        socket,
+        session_id,
+    });
+    run_live(live).instrument(span)
+}
+
+async fn run_live(mut live: Box<Live>) {
+    let Live {
+        session,
+        socket,
+        session_id,
+    } = &mut *live;
+    session.run(socket, std::mem::take(session_id)).await;
 }
 
 fn text_of(frame: &ServerFrame) -> Message {
@@ -94,29 +131,29 @@ fn is_too_big(e: &axum::Error) -> bool {
 }
 
 impl Session {
-    async fn run(mut self, mut socket: WebSocket, session_id: String) {
+    async fn run(&mut self, socket: &mut WebSocket, session_id: String) {
         metrics::counter!("herald_gateway_connects_total").increment(1);
         if let Err(e) = Box::pin(self.gw.hub.register(&self.shared)).await {
             tracing::info!(error = %e, "session refused");
             let code = join_close_code(&e);
-            let _ = close_socket(&mut socket, code, "too many sessions for this user").await;
+            let _ = close_socket(socket, code, "too many sessions for this user").await;
             metrics::counter!("herald_gateway_disconnects_total", "code" => code.to_string())
                 .increment(1);
             return;
         }
         tracing::debug!("session open");
-        let welcome = ServerFrame::Welcome {
+        let welcome = text_of(&ServerFrame::Welcome {
             session_id,
             user_id: self.claims.sub.clone(),
             heartbeat_s: self.gw.config.heartbeat.as_secs(),
-        };
-        let end = match Box::pin(socket.send(text_of(&welcome))).await {
-            Ok(()) => self.serve(&mut socket).await,
+        });
+        let end = match Box::pin(socket.send(welcome)).await {
+            Ok(()) => self.serve(socket).await,
             Err(_) => End::Gone,
         };
         let code = match end {
             End::Close(code, reason) => {
-                let _ = Box::pin(close_socket(&mut socket, code, reason)).await;
+                let _ = Box::pin(close_socket(socket, code, reason)).await;
                 code
             }
             End::Gone => 1006,
@@ -131,8 +168,6 @@ impl Session {
 
     async fn serve(&mut self, socket: &mut WebSocket) -> End {
         let beat = self.gw.config.heartbeat;
-        let mut heartbeat = tokio::time::interval_at(Instant::now() + beat, beat);
-        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let exp_in = Duration::from_millis(
             (i64::try_from(self.claims.exp)
                 .unwrap_or(i64::MAX / 1000)
@@ -140,36 +175,52 @@ impl Session {
                 - now_ms())
             .max(0) as u64,
         );
-        let expiry = tokio::time::sleep(exp_in);
-        tokio::pin!(expiry);
+        // One timer for every deadline a session has (the next heartbeat, token expiry and,
+        // once the gateway drains, this session's turn to close): each idle session holds
+        // one timer, not three.
+        let mut deadlines = Deadlines {
+            beat: Instant::now() + beat,
+            expiry: Instant::now() + exp_in,
+            drain: None,
+        };
+        let timer = tokio::time::sleep_until(deadlines.next());
+        tokio::pin!(timer);
         let shutdown = self.gw.shutdown.clone();
-        let mut drain_at: Option<Instant> = None;
         loop {
             let step = tokio::select! {
                 biased;
-                _ = shutdown.cancelled(), if drain_at.is_none() => {
+                _ = shutdown.cancelled(), if deadlines.drain.is_none() => {
                     // Spread reconnects over the drain window instead of all at once.
                     let window = self.gw.config.drain.as_millis() as u64;
                     let delay = if window == 0 { 0 } else { rand::random_range(0..window) };
-                    drain_at = Some(Instant::now() + Duration::from_millis(delay));
+                    deadlines.drain = Some(Instant::now() + Duration::from_millis(delay));
                     Ok(())
                 }
-                _ = tokio::time::sleep_until(drain_at.unwrap_or_else(Instant::now)), if drain_at.is_some() => {
-                    Err(End::Close(close::RESTARTING, "server restarting"))
-                }
-                _ = &mut expiry => Err(End::Close(close::UNAUTHORIZED, "token expired")),
-                _ = self.shared.outbox.ready() => self.flush_outbox(socket).await,
-                inbound = socket.recv() => self.on_inbound(socket, inbound).await,
-                _ = heartbeat.tick() => {
-                    if self.last_seen.elapsed() > beat * 2 {
+                _ = &mut timer => {
+                    let now = Instant::now();
+                    if deadlines.drain.is_some_and(|at| now >= at) {
+                        Err(End::Close(close::RESTARTING, "server restarting"))
+                    } else if now >= deadlines.expiry {
+                        Err(End::Close(close::UNAUTHORIZED, "token expired"))
+                    } else if now < deadlines.beat {
+                        Ok(())
+                    } else if self.last_seen.elapsed() > beat * 2 {
                         Err(End::Close(CLOSE_SILENT, "no heartbeat"))
                     } else {
+                        deadlines.beat = now + beat;
                         socket.send(Message::Ping(bytes::Bytes::new())).await.map_err(|_| End::Gone)
                     }
                 }
+                _ = self.shared.outbox.ready() => self.flush_outbox(socket).await,
+                // Boxed: an inbound frame's handling holds its state only while it runs.
+                inbound = socket.recv() => Box::pin(self.on_inbound(socket, inbound)).await,
             };
             if let Err(end) = step {
                 return end;
+            }
+            let next = deadlines.next();
+            if timer.deadline() != next {
+                timer.as_mut().reset(next);
             }
         }
     }
@@ -198,8 +249,6 @@ impl Session {
             return Err(End::Close(close::SLOW_CONSUMER, "too many frames"));
         }
         match msg {
-            // Boxed: resume and subscribe hold big futures only while they run, instead of
-            // every idle session's task carrying their space (see BENCHMARKS.md, memory).
             Message::Text(text) => self.on_frame(socket, &text).await,
             Message::Binary(_) => {
                 send(
