@@ -70,6 +70,10 @@ pub struct Options {
     /// Scale-out: gateway processes (each may hold at most ~19,900 sockets here).
     #[arg(long, default_value_t = 6)]
     pub gateways: usize,
+    /// Ingest: HTTP requests in flight at once (each waits for its durable commit, so the
+    /// store's group commits grow with this).
+    #[arg(long, default_value_t = 256)]
+    pub ingest_concurrency: usize,
     /// Scenarios to skip: fanout, targeted, ingest, scaleout.
     #[arg(long, value_delimiter = ',')]
     pub skip: Vec<String>,
@@ -884,14 +888,19 @@ async fn targeted(opts: &Options) -> anyhow::Result<TargetedResult> {
 }
 
 /// Accepted messages per second over HTTP with many concurrent senders.
-async fn ingest_http(base: &str, secs: u64, engine: &str) -> anyhow::Result<IngestResult> {
+async fn ingest_http(
+    base: &str,
+    secs: u64,
+    concurrency: usize,
+    engine: &str,
+) -> anyhow::Result<IngestResult> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .build()?;
     let end = Instant::now() + Duration::from_secs(secs);
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for c in 0..64 {
+    for c in 0..concurrency {
         let (http, base) = (http.clone(), base.to_string());
         tasks.push(tokio::spawn(async move {
             let mut ok = 0u64;
@@ -924,7 +933,15 @@ async fn ingest(opts: &Options) -> anyhow::Result<Vec<IngestResult>> {
     let mut out = Vec::new();
     progress("ingest: embedded engine over HTTP");
     let (mut child, addr) = start_herald(opts, &[]).await?;
-    out.push(ingest_http(&format!("http://{addr}"), opts.secs, "embedded").await?);
+    out.push(
+        ingest_http(
+            &format!("http://{addr}"),
+            opts.secs,
+            opts.ingest_concurrency,
+            "embedded",
+        )
+        .await?,
+    );
     let _ = child.kill().await;
 
     progress("ingest: cluster engine over HTTP and JetStream herald.send");
@@ -941,7 +958,15 @@ async fn ingest(opts: &Options) -> anyhow::Result<Vec<IngestResult>> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    out.push(ingest_http(&format!("http://{addr}"), opts.secs, "cluster (NATS)").await?);
+    out.push(
+        ingest_http(
+            &format!("http://{addr}"),
+            opts.secs,
+            opts.ingest_concurrency,
+            "cluster (NATS)",
+        )
+        .await?,
+    );
     let client = async_nats::connect(&url).await?;
     let js = async_nats::jetstream::new(client);
     let started = Instant::now();
@@ -1151,14 +1176,15 @@ pub async fn run_all(opts: Options) -> anyhow::Result<()> {
         machine: machine(),
         date: herald_common::time::rfc3339(herald_common::time::now_ms()),
         options: format!(
-            "{} subscribers over {} worker processes, {}-byte messages, latency at {} broadcasts/s, saturation offered at {} broadcasts/s for {} s, median of {} runs",
+            "{} subscribers over {} worker processes, {}-byte messages, latency at {} broadcasts/s, saturation offered at {} broadcasts/s for {} s, median of {} runs; ingest with {} HTTP requests in flight",
             opts.subscribers,
             opts.workers,
             opts.size,
             opts.rate,
             opts.saturation_rate,
             opts.secs,
-            opts.repeats
+            opts.repeats,
+            opts.ingest_concurrency
         ),
         ..Default::default()
     };

@@ -322,13 +322,16 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<WriteJob>) {
         }
         let mut completions = Vec::with_capacity(batch.len());
         for job in batch.drain(..) {
-            let savepoint = conn.execute_batch("SAVEPOINT op");
+            // Each job in its own savepoint, so a failing one does not undo the others.
+            // Prepared once (cached): parsing these per job cost more than the jobs' own
+            // statements.
+            let savepoint = run_cached(&conn, "SAVEPOINT op");
             let (ok, done) = job(&conn);
             if savepoint.is_ok() {
                 if !ok {
-                    let _ = conn.execute_batch("ROLLBACK TO op");
+                    let _ = run_cached(&conn, "ROLLBACK TO op");
                 }
-                let _ = conn.execute_batch("RELEASE op");
+                let _ = run_cached(&conn, "RELEASE op");
             }
             completions.push(done);
         }
@@ -341,6 +344,10 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<WriteJob>) {
             done(committed.clone());
         }
     }
+}
+
+fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute([])
 }
 
 fn status_of(text: &str) -> rusqlite::Result<RecipientStatus> {
