@@ -12,5 +12,5 @@ if [ ! -x .venv/bin/nats-server ]; then
 fi
 export PATH="$PWD/.venv/bin:$PATH"
 (cd bench/peers && npm install --no-audit --no-fund --silent)
-cargo build --release --bin herald --bin herald-bench
+cargo build --release -p herald -p herald-bench
 exec target/release/herald-bench all --out bench/results "$@"

@@ -33,7 +33,7 @@ pub struct Options {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "raw,herald,node,nats,mosquitto"
+        default_value = "raw,herald,tungstenite,tokio-websockets,node,nats,mosquitto"
     )]
     pub systems: Vec<System>,
     #[arg(long, default_value_t = 10_000)]
@@ -347,6 +347,30 @@ async fn start(system: System, opts: &Options) -> anyhow::Result<Server> {
                 _dir: None,
             })
         }
+        System::Tungstenite | System::TokioWebsockets => {
+            let (ws, control) = (free_port(), free_port());
+            let lib = if system == System::Tungstenite {
+                "tungstenite"
+            } else {
+                "tokio-websockets"
+            };
+            let child = Command::new(std::env::current_exe()?)
+                .args(["ws-lib-server", "--lib", lib, "--port"])
+                .arg(ws.to_string())
+                .arg("--control")
+                .arg(control.to_string())
+                .stdout(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()?;
+            wait_port(control).await?;
+            let c = tokio::net::TcpStream::connect(("127.0.0.1", control)).await?;
+            Ok(Server {
+                child,
+                ws_url: format!("ws://127.0.0.1:{ws}"),
+                publisher: Publisher::Line(c),
+                _dir: None,
+            })
+        }
         System::Mosquitto => {
             let bin = mosquitto_bin()?;
             let (tcp, ws) = (free_port(), free_port());
@@ -457,7 +481,7 @@ async fn start_workers(
         cmd.args([
             "worker",
             "--system",
-            &format!("{system:?}").to_lowercase(),
+            &system.arg(),
             "--url",
             url,
             "--count",

@@ -6,6 +6,7 @@
 //!   herald-bench all --out bench/results          the whole comparison (see BENCHMARKS.md)
 //!   herald-bench worker …                          one worker process (spawned by the above)
 //!   herald-bench raw-server …                      the raw-loop ceiling server
+//!   herald-bench ws-lib-server --lib …             the same broadcast server per WebSocket library
 
 mod controller;
 mod procstat;
@@ -13,6 +14,7 @@ mod proto;
 mod raw;
 mod report;
 mod worker;
+mod wslib;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -60,13 +62,22 @@ enum Command {
         #[arg(long)]
         control: u16,
     },
+    /// A Herald-like broadcast server on one WebSocket library (to compare libraries).
+    WsLibServer {
+        #[arg(long, value_enum)]
+        lib: wslib::Lib,
+        #[arg(long)]
+        port: u16,
+        #[arg(long)]
+        control: u16,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let workers = match &cli.command {
-        Command::Worker { .. } | Command::RawServer { .. } => 2,
+        Command::Worker { .. } | Command::RawServer { .. } | Command::WsLibServer { .. } => 2,
         Command::All(_) => 2,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -99,6 +110,7 @@ fn main() -> anyhow::Result<()> {
                 .await
             }
             Command::RawServer { port, control } => raw::run(port, control).await,
+            Command::WsLibServer { lib, port, control } => wslib::run(lib, port, control).await,
         }
     })
 }

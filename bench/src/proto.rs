@@ -44,6 +44,10 @@ pub enum System {
     Node,
     /// The raw loop: pre-encoded frames, one write per frame per socket.
     Raw,
+    /// A Herald-like broadcast server on tokio-tungstenite (Herald's WebSocket library).
+    Tungstenite,
+    /// The same server on tokio-websockets.
+    TokioWebsockets,
 }
 
 impl System {
@@ -54,7 +58,16 @@ impl System {
             System::Mosquitto => "mosquitto WebSocket",
             System::Node => "Node ws",
             System::Raw => "raw loop (one write per frame)",
+            System::Tungstenite => "tokio-tungstenite loop",
+            System::TokioWebsockets => "tokio-websockets loop",
         }
+    }
+
+    /// The name `--system` takes.
+    pub fn arg(self) -> String {
+        clap::ValueEnum::to_possible_value(&self)
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default()
     }
 }
 
@@ -67,7 +80,9 @@ pub fn payloads<'a>(system: System, frame: &'a [u8], out: &mut Vec<&'a [u8]>) {
                 out.push(&frame[i + 9..]);
             }
         }
-        System::Node | System::Raw => out.push(frame),
+        System::Node | System::Raw | System::Tungstenite | System::TokioWebsockets => {
+            out.push(frame)
+        }
         System::Nats => {
             // Possibly several "MSG <subject> <sid> <len>\r\n<payload>\r\n" per frame.
             let mut rest = frame;

@@ -109,7 +109,7 @@ async fn client(args: Arc<Args>, n: usize, shared: Arc<Shared>) -> anyhow::Resul
             ))
             .await?;
         }
-        System::Node | System::Raw => {}
+        System::Node | System::Raw | System::Tungstenite | System::TokioWebsockets => {}
     }
     shared.connected.fetch_add(1, Ordering::Relaxed);
     while let Some(msg) = ws.next().await {
