@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::Deserializer;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
@@ -83,7 +83,7 @@ pub struct Options {
     pub herald_bin: Option<PathBuf>,
 }
 
-#[derive(Serialize, Default, Clone, Debug)]
+#[derive(Serialize, Deserialize, Default, Clone, Debug)]
 pub struct Latency {
     pub offered_per_s: f64,
     pub deliveries: u64,
@@ -92,7 +92,7 @@ pub struct Latency {
     pub p999_ms: f64,
 }
 
-#[derive(Serialize, Default, Clone, Debug)]
+#[derive(Serialize, Deserialize, Default, Clone, Debug)]
 pub struct Saturation {
     pub deliveries: u64,
     pub secs: f64,
@@ -101,7 +101,7 @@ pub struct Saturation {
     pub per_cpu_s: f64,
 }
 
-#[derive(Serialize, Default, Clone, Debug)]
+#[derive(Serialize, Deserialize, Default, Clone, Debug)]
 pub struct FanoutResult {
     pub system: String,
     pub subscribers: usize,
@@ -115,7 +115,7 @@ pub struct FanoutResult {
     pub saturation_runs: Vec<Saturation>,
 }
 
-#[derive(Serialize, Default, Clone, Debug)]
+#[derive(Serialize, Deserialize, Default, Clone, Debug)]
 pub struct TargetedResult {
     pub users: usize,
     pub offered_per_s: f64,
@@ -133,7 +133,7 @@ pub struct TargetedResult {
     pub to_email_p99_ms: f64,
 }
 
-#[derive(Serialize, Default, Clone, Debug)]
+#[derive(Serialize, Deserialize, Default, Clone, Debug)]
 pub struct ScaleOutResult {
     pub gateways: usize,
     pub sessions: usize,
@@ -150,7 +150,7 @@ pub struct ScaleOutResult {
     pub broadcast_gateway_cpu_s: f64,
 }
 
-#[derive(Serialize, Default, Clone, Debug)]
+#[derive(Serialize, Deserialize, Default, Clone, Debug)]
 pub struct IngestResult {
     pub engine: String,
     pub path: String,
@@ -159,7 +159,7 @@ pub struct IngestResult {
     pub per_s: f64,
 }
 
-#[derive(Serialize, Default, Clone, Debug)]
+#[derive(Serialize, Deserialize, Default, Clone, Debug)]
 pub struct Results {
     pub machine: String,
     pub date: String,
@@ -640,7 +640,10 @@ async fn fanout(system: System, opts: &Options) -> anyhow::Result<FanoutResult> 
     let mut server = match start(system, opts).await {
         Ok(s) => s,
         Err(e) => {
-            progress(&format!("{}: did not start ({e:#}); retrying", system.name()));
+            progress(&format!(
+                "{}: did not start ({e:#}); retrying",
+                system.name()
+            ));
             start(system, opts).await?
         }
     };

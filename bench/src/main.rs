@@ -4,6 +4,7 @@
 //! same run. Results: JSON, a Markdown table and an SVG chart.
 //!
 //!   herald-bench all --out bench/results          the whole comparison (see BENCHMARKS.md)
+//!   herald-bench report --out bench/results       rewrite results.md and chart.svg from results.json
 //!   herald-bench worker …                          one worker process (spawned by the above)
 //!   herald-bench raw-server …                      the raw-loop ceiling server
 //!   herald-bench ws-lib-server --lib …             the same broadcast server per WebSocket library
@@ -36,6 +37,11 @@ struct Cli {
 enum Command {
     /// Run the comparison and write JSON, Markdown and SVG results.
     All(controller::Options),
+    /// Rewrite results.md and chart.svg from the results.json in `--out`.
+    Report {
+        #[arg(long, default_value = "bench/results")]
+        out: PathBuf,
+    },
     /// One worker process of WebSocket clients (driven over stdin by `all`).
     Worker {
         #[arg(long, value_enum)]
@@ -78,7 +84,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let workers = match &cli.command {
         Command::Worker { .. } | Command::RawServer { .. } | Command::WsLibServer { .. } => 2,
-        Command::All(_) => 2,
+        Command::All(_) | Command::Report { .. } => 2,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
@@ -87,6 +93,10 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         match cli.command {
             Command::All(opts) => controller::run_all(opts).await,
+            Command::Report { out } => {
+                let json = std::fs::read_to_string(out.join("results.json"))?;
+                report::write(&out, &serde_json::from_str(&json)?)
+            }
             Command::Worker {
                 system,
                 url,

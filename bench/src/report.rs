@@ -140,7 +140,9 @@ fn markdown(r: &Results) -> String {
 }
 
 fn chart(r: &Results) -> String {
-    let (w, h) = (900.0, 420.0);
+    // Two panels of one bar per system, stacked; the height follows the number of systems.
+    let panel = 44.0 + r.fanout.len() as f64 * 32.0;
+    let (w, h) = (900.0, 20.0 + 2.0 * panel + 20.0);
     let mut svg = format!(
         r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12"><rect width="100%" height="100%" fill="white"/>"##
     );
@@ -159,7 +161,7 @@ fn chart(r: &Results) -> String {
                 .iter()
                 .map(|f| (f.system.clone(), f.idle_rss_per_session_bytes / 1000.0))
                 .collect(),
-            230.0,
+            20.0 + panel + 20.0,
         ),
     ];
     for (title, bars, top) in panels {
