@@ -53,6 +53,8 @@ pub(crate) struct GatewayState {
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
     pub instance: String,
+    /// `herald_gateway_frames_sent_total`, looked up once (every flush counts into it).
+    pub frames_sent: metrics::Counter,
     next_id: AtomicU64,
     connects: Option<KeyedLimiter<IpAddr>>,
 }
@@ -116,6 +118,7 @@ impl Gateway {
             shutdown,
             tracker,
             instance: format!("{:08x}", rand::random::<u32>()),
+            frames_sent: metrics::counter!("herald_gateway_frames_sent_total"),
             next_id: AtomicU64::new(1),
             connects: KeyedLimiter::new(config.limits.connects_per_s),
             config,

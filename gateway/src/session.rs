@@ -5,10 +5,11 @@
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures::SinkExt;
+use futures::{FutureExt, SinkExt};
 use herald_common::auth::Claims;
 use herald_common::protocol::{ClientFrame, MessageFrame, ServerFrame, close};
 use herald_common::ratelimit::TokenBucket;
@@ -462,8 +463,15 @@ impl Session {
         }
         self.batch = batch;
         if written > 0 {
-            // A peer that stops reading must not pin this task forever.
-            match tokio::time::timeout(self.gw.config.heartbeat * 2, socket.flush()).await {
+            // Most flushes complete at once (the socket has room): only one that waits gets
+            // a deadline, so the fan-out does not register a timer per session per batch.
+            let mut flush = socket.flush();
+            let flushed = match std::future::poll_fn(|cx| Poll::Ready(flush.poll_unpin(cx))).await {
+                Poll::Ready(done) => Ok(done),
+                // A peer that stops reading must not pin this task forever.
+                Poll::Pending => tokio::time::timeout(self.gw.config.heartbeat * 2, flush).await,
+            };
+            match flushed {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return Err(End::Gone),
                 Err(_) => {
@@ -471,7 +479,7 @@ impl Session {
                     return Err(End::Gone);
                 }
             }
-            metrics::counter!("herald_gateway_frames_sent_total").increment(written);
+            self.gw.frames_sent.increment(written);
         }
         match close_code {
             Some(code) if code == close::SLOW_CONSUMER => Err(End::Close(code, "slow consumer")),

@@ -462,12 +462,17 @@ impl Api {
         a.body
     }
 
-    /// Waits until the message's status is no longer `pending`.
+    /// Waits until the message's status is no longer `pending`. A `503` (the store is
+    /// electing a leader after a node loss, say) is retried, as its `Retry-After` asks.
     pub async fn wait_final(&self, id: &str, timeout: Duration) -> Value {
         let what = format!("message {id} to reach a final status");
         eventually(timeout, &what, || async {
-            let m = self.message(id).await;
-            (m["status"] != "pending").then_some(m)
+            let a = self.get(&format!("/v1/messages/{id}")).await;
+            if a.status == 503 {
+                return None;
+            }
+            assert_eq!(a.status, 200, "{a:?}");
+            (a.body["status"] != "pending").then_some(a.body)
         })
         .await
     }
