@@ -327,51 +327,10 @@ async fn start(system: System, opts: &Options) -> anyhow::Result<Server> {
                 _dir: None,
             })
         }
-        System::Raw => {
-            let (ws, control) = (free_port(), free_port());
-            let child = Command::new(std::env::current_exe()?)
-                .args([
-                    "raw-server",
-                    "--port",
-                    &ws.to_string(),
-                    "--control",
-                    &control.to_string(),
-                ])
-                .stdout(Stdio::null())
-                .kill_on_drop(true)
-                .spawn()?;
-            wait_port(control).await?;
-            let c = tokio::net::TcpStream::connect(("127.0.0.1", control)).await?;
-            Ok(Server {
-                child,
-                ws_url: format!("ws://127.0.0.1:{ws}"),
-                publisher: Publisher::Line(c),
-                _dir: None,
-            })
-        }
-        System::Tungstenite | System::TokioWebsockets => {
-            let (ws, control) = (free_port(), free_port());
-            let lib = if system == System::Tungstenite {
-                "tungstenite"
-            } else {
-                "tokio-websockets"
-            };
-            let child = Command::new(std::env::current_exe()?)
-                .args(["ws-lib-server", "--lib", lib, "--port"])
-                .arg(ws.to_string())
-                .arg("--control")
-                .arg(control.to_string())
-                .stdout(Stdio::null())
-                .kill_on_drop(true)
-                .spawn()?;
-            wait_port(control).await?;
-            let c = tokio::net::TcpStream::connect(("127.0.0.1", control)).await?;
-            Ok(Server {
-                child,
-                ws_url: format!("ws://127.0.0.1:{ws}"),
-                publisher: Publisher::Line(c),
-                _dir: None,
-            })
+        System::Raw => start_own_server(&["raw-server"]).await,
+        System::Tungstenite => start_own_server(&["ws-lib-server", "--lib", "tungstenite"]).await,
+        System::TokioWebsockets => {
+            start_own_server(&["ws-lib-server", "--lib", "tokio-websockets"]).await
         }
         System::Mosquitto => {
             let bin = mosquitto_bin()?;
@@ -404,6 +363,26 @@ async fn start(system: System, opts: &Options) -> anyhow::Result<Server> {
             })
         }
     }
+}
+
+/// One of herald-bench's own servers (the raw loop, a library loop): a WebSocket port and a
+/// control port that takes one line per broadcast.
+async fn start_own_server(command: &[&str]) -> anyhow::Result<Server> {
+    let (ws, control) = (free_port(), free_port());
+    let child = Command::new(std::env::current_exe()?)
+        .args(command)
+        .args(["--port", &ws.to_string(), "--control", &control.to_string()])
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    wait_port(control).await?;
+    let c = tokio::net::TcpStream::connect(("127.0.0.1", control)).await?;
+    Ok(Server {
+        child,
+        ws_url: format!("ws://127.0.0.1:{ws}"),
+        publisher: Publisher::Line(c),
+        _dir: None,
+    })
 }
 
 fn mqtt_connect_only(client_id: &str) -> Vec<u8> {

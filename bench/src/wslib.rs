@@ -90,34 +90,30 @@ async fn tungstenite_session(stream: TcpStream, clients: Clients) -> anyhow::Res
     let config = WebSocketConfig::default()
         .read_buffer_size(256)
         .write_buffer_size(16 * 1024);
-    let mut ws = tokio_tungstenite::accept_async_with_config(stream, Some(config)).await?;
-    let mut rx = join(&clients);
-    let mut batch = Vec::new();
-    loop {
-        tokio::select! {
-            first = rx.recv() => {
-                let Some(first) = first else { return Ok(()) };
-                drain(first, &mut rx, &mut batch);
-                for f in batch.drain(..) {
-                    ws.feed(Message::Binary(f)).await?;
-                }
-                ws.flush().await?;
-            }
-            inbound = ws.next() => match inbound {
-                Some(Ok(_)) => {}
-                _ => return Ok(()),
-            },
-        }
-    }
+    let ws = tokio_tungstenite::accept_async_with_config(stream, Some(config)).await?;
+    pump(ws, join(&clients), Message::Binary).await
 }
 
 async fn tokio_websockets_session(stream: TcpStream, clients: Clients) -> anyhow::Result<()> {
     use tokio_websockets::{Config, Message, ServerBuilder};
-    let (_, mut ws) = ServerBuilder::new()
+    let (_, ws) = ServerBuilder::new()
         .config(Config::default().flush_threshold(16 * 1024))
         .accept(stream)
         .await?;
-    let mut rx = join(&clients);
+    pump(ws, join(&clients), Message::binary).await
+}
+
+/// A session: writes every queued frame (fed, then one flush per batch) and reads the
+/// client until it leaves.
+async fn pump<W, M, E>(
+    mut ws: W,
+    mut rx: mpsc::Receiver<Bytes>,
+    message: fn(Bytes) -> M,
+) -> anyhow::Result<()>
+where
+    W: futures::Sink<M, Error = E> + futures::Stream<Item = Result<M, E>> + Unpin,
+    E: std::error::Error + Send + Sync + 'static,
+{
     let mut batch = Vec::new();
     loop {
         tokio::select! {
@@ -125,7 +121,7 @@ async fn tokio_websockets_session(stream: TcpStream, clients: Clients) -> anyhow
                 let Some(first) = first else { return Ok(()) };
                 drain(first, &mut rx, &mut batch);
                 for f in batch.drain(..) {
-                    ws.feed(Message::binary(f)).await?;
+                    ws.feed(message(f)).await?;
                 }
                 ws.flush().await?;
             }
