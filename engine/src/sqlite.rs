@@ -29,7 +29,7 @@ use crate::store::{
 const MAX_BATCH: usize = 1024;
 /// Writes waiting for the writer thread before callers wait for room.
 const WRITE_QUEUE: usize = 16 * 1024;
-/// Reads that run at once, each with its own pooled connection on a blocking thread.
+/// Reader threads, each with its own connection: the most reads that run at once.
 const READERS: usize = 4;
 
 type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
@@ -272,9 +272,9 @@ impl SqliteStore {
         let job: ReadJob = Box::new(move |conn| {
             let _ = tx.send(f(conn).map_err(unwrap_store_error));
         });
-        let stopped = || StoreError::Unavailable("the reader threads have stopped".into());
-        self.readers.send(job).map_err(|_| stopped())?;
-        rx.await.map_err(|_| stopped())?
+        let failed = || StoreError::Unavailable("the read did not complete".into());
+        self.readers.send(job).map_err(|_| failed())?;
+        rx.await.map_err(|_| failed())?
     }
 }
 
@@ -287,7 +287,11 @@ fn reader_loop(conn: &Connection, jobs: &Mutex<std::sync::mpsc::Receiver<ReadJob
             Err(_) => return,
         };
         match job {
-            Ok(job) => job(conn),
+            // A read that panics fails only its caller (its answer channel is dropped);
+            // the thread goes on serving the others.
+            Ok(job) => {
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(conn)));
+            }
             Err(_) => return,
         }
     }
