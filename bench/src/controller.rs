@@ -242,22 +242,28 @@ async fn wait_port(port: u16) -> anyhow::Result<()> {
     anyhow::bail!("nothing listening on {port}")
 }
 
-async fn start_herald(opts: &Options, extra: &[(&str, &str)]) -> anyhow::Result<(Child, String)> {
-    let dir = std::env::temp_dir().join(format!("herald-bench-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let port = free_port();
+/// `herald <role>` with the bench's keys, no connect or frame limits, quiet logs.
+fn herald_command(opts: &Options, role: &str) -> Command {
     let mut cmd = Command::new(herald_bin(opts));
-    cmd.arg("serve")
-        .args(["--listen", &format!("127.0.0.1:{port}")])
+    cmd.arg(role)
         .env("HERALD_API_KEYS", API_KEY)
         .env("HERALD_JWT_SECRET", SECRET)
-        .env("HERALD_DATA_DIR", &dir)
         .env("HERALD_CONNECTS_PER_S", "0")
         .env("HERALD_CLIENT_FRAMES_PER_S", "0")
         .env("HERALD_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true);
+    cmd
+}
+
+async fn start_herald(opts: &Options, extra: &[(&str, &str)]) -> anyhow::Result<(Child, String)> {
+    let dir = std::env::temp_dir().join(format!("herald-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let port = free_port();
+    let mut cmd = herald_command(opts, "serve");
+    cmd.args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("HERALD_DATA_DIR", &dir);
     for (k, v) in extra {
         cmd.env(k, v);
     }
@@ -1027,18 +1033,9 @@ async fn start_role(
     listen_var: &str,
 ) -> anyhow::Result<(Child, String)> {
     let port = free_port();
-    let child = Command::new(herald_bin(opts))
-        .arg(role)
+    let child = herald_command(opts, role)
         .env(listen_var, format!("127.0.0.1:{port}"))
         .env("HERALD_NATS_URL", nats)
-        .env("HERALD_API_KEYS", API_KEY)
-        .env("HERALD_JWT_SECRET", SECRET)
-        .env("HERALD_CONNECTS_PER_S", "0")
-        .env("HERALD_CLIENT_FRAMES_PER_S", "0")
-        .env("HERALD_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
         .spawn()?;
     let addr = format!("127.0.0.1:{port}");
     for _ in 0..300 {

@@ -26,13 +26,18 @@ fn text_frame(payload: &[u8]) -> Vec<u8> {
     f
 }
 
-pub async fn run(ws_port: u16, control_port: u16) -> anyhow::Result<()> {
-    let sockets: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
-    // The backlog Herald listens with, so a connect storm meets the same kernel queue.
+/// A loopback listener with the backlog Herald listens with, so a connect storm meets the
+/// same kernel queue (used by every herald-bench server).
+pub fn listen(port: u16) -> std::io::Result<TcpListener> {
     let socket = tokio::net::TcpSocket::new_v4()?;
     socket.set_reuseaddr(true)?;
-    socket.bind(([127, 0, 0, 1], ws_port).into())?;
-    let listener = socket.listen(4096)?;
+    socket.bind(([127, 0, 0, 1], port).into())?;
+    socket.listen(4096)
+}
+
+pub async fn run(ws_port: u16, control_port: u16) -> anyhow::Result<()> {
+    let sockets: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+    let listener = listen(ws_port)?;
     let accept = Arc::clone(&sockets);
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {

@@ -26,10 +26,7 @@ type Clients = Arc<Mutex<Vec<mpsc::Sender<Bytes>>>>;
 
 pub async fn run(lib: Lib, ws_port: u16, control_port: u16) -> anyhow::Result<()> {
     let clients: Clients = Arc::default();
-    let socket = tokio::net::TcpSocket::new_v4()?;
-    socket.set_reuseaddr(true)?;
-    socket.bind(([127, 0, 0, 1], ws_port).into())?;
-    let listener = socket.listen(4096)?;
+    let listener = crate::raw::listen(ws_port)?;
     let accept = Arc::clone(&clients);
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
