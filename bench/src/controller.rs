@@ -76,6 +76,11 @@ pub struct Options {
     /// store's group commits grow with this).
     #[arg(long, default_value_t = 256)]
     pub ingest_concurrency: usize,
+    /// Ingest: the users messages go to (each offline, in-app only), spread evenly. A real
+    /// backend writes to many users; a few hot users make every message land on the same
+    /// per-user inbox pages (measured in BENCHMARKS.md).
+    #[arg(long, default_value_t = 100_000)]
+    pub ingest_users: usize,
     /// Scenarios to skip: fanout, targeted, ingest, scaleout.
     #[arg(long, value_delimiter = ',')]
     pub skip: Vec<String>,
@@ -909,12 +914,8 @@ async fn targeted(opts: &Options) -> anyhow::Result<TargetedResult> {
 }
 
 /// Accepted messages per second over HTTP with many concurrent senders.
-async fn ingest_http(
-    base: &str,
-    secs: u64,
-    concurrency: usize,
-    engine: &str,
-) -> anyhow::Result<IngestResult> {
+async fn ingest_http(base: &str, opts: &Options, engine: &str) -> anyhow::Result<IngestResult> {
+    let (secs, concurrency, users) = (opts.secs, opts.ingest_concurrency, opts.ingest_users.max(1));
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .build()?;
@@ -925,8 +926,11 @@ async fn ingest_http(
         let (http, base) = (http.clone(), base.to_string());
         tasks.push(tokio::spawn(async move {
             let mut ok = 0u64;
+            let mut n = c;
             while Instant::now() < end {
-                let body = serde_json::json!({"to": [format!("offline{c}")], "title": "ingest", "channels": ["in_app"]});
+                let user = n % users;
+                n += concurrency;
+                let body = serde_json::json!({"to": [format!("offline{user}")], "title": "ingest", "channels": ["in_app"]});
                 if let Ok(r) = http.post(format!("{base}/v1/messages")).bearer_auth(API_KEY).json(&body).send().await
                     && r.status().as_u16() == 202
                 {
@@ -954,15 +958,7 @@ async fn ingest(opts: &Options) -> anyhow::Result<Vec<IngestResult>> {
     let mut out = Vec::new();
     progress("ingest: embedded engine over HTTP");
     let (mut child, addr) = start_herald(opts, &[]).await?;
-    out.push(
-        ingest_http(
-            &format!("http://{addr}"),
-            opts.secs,
-            opts.ingest_concurrency,
-            "embedded",
-        )
-        .await?,
-    );
+    out.push(ingest_http(&format!("http://{addr}"), opts, "embedded").await?);
     let _ = child.kill().await;
 
     progress("ingest: cluster engine over HTTP and JetStream herald.send");
@@ -979,15 +975,7 @@ async fn ingest(opts: &Options) -> anyhow::Result<Vec<IngestResult>> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    out.push(
-        ingest_http(
-            &format!("http://{addr}"),
-            opts.secs,
-            opts.ingest_concurrency,
-            "cluster (NATS)",
-        )
-        .await?,
-    );
+    out.push(ingest_http(&format!("http://{addr}"), opts, "cluster (NATS)").await?);
     let client = async_nats::connect(&url).await?;
     let js = async_nats::jetstream::new(client);
     let started = Instant::now();
@@ -998,7 +986,7 @@ async fn ingest(opts: &Options) -> anyhow::Result<Vec<IngestResult>> {
         let mut acks = Vec::with_capacity(256);
         for _ in 0..256 {
             n += 1;
-            let body = serde_json::json!({"to": [format!("js{}", n % 64)], "title": "ingest", "channels": ["in_app"]}).to_string();
+            let body = serde_json::json!({"to": [format!("js{}", n % opts.ingest_users.max(1) as u64)], "title": "ingest", "channels": ["in_app"]}).to_string();
             let mut headers = async_nats::HeaderMap::new();
             headers.insert("Nats-Msg-Id", format!("bench-{n}").as_str());
             acks.push(
@@ -1188,7 +1176,7 @@ pub async fn run_all(opts: Options) -> anyhow::Result<()> {
         machine: machine(),
         date: herald_common::time::rfc3339(herald_common::time::now_ms()),
         options: format!(
-            "{} subscribers over {} worker processes, {}-byte messages, latency at {} broadcasts/s, saturation offered at {} broadcasts/s for {} s, median of {} runs; ingest with {} HTTP requests in flight",
+            "{} subscribers over {} worker processes, {}-byte messages, latency at {} broadcasts/s, saturation offered at {} broadcasts/s for {} s, median of {} runs; ingest with {} HTTP requests in flight to {} users",
             opts.subscribers,
             opts.workers,
             opts.size,
@@ -1196,7 +1184,8 @@ pub async fn run_all(opts: Options) -> anyhow::Result<()> {
             opts.saturation_rate,
             opts.secs,
             opts.repeats,
-            opts.ingest_concurrency
+            opts.ingest_concurrency,
+            opts.ingest_users
         ),
         ..Default::default()
     };

@@ -267,6 +267,9 @@ impl Pipeline {
         let mut profile: Option<Option<UserProfile>> = None;
         // What went wrong last, for the failure alert.
         let mut last_error: Option<String> = None;
+        // The attempt on the last channel, recorded together with the final status: one
+        // write instead of two.
+        let mut last_attempt: Option<AttemptRecord> = None;
         loop {
             let now = now_ms();
             if message.expires_at.is_some_and(|e| now >= e) {
@@ -274,7 +277,7 @@ impl Pipeline {
                     .finish(
                         message,
                         st.idx,
-                        None,
+                        last_attempt.take(),
                         RecipientStatus::Expired,
                         None,
                         last_error.clone(),
@@ -290,8 +293,16 @@ impl Pipeline {
                     Some((s, c)) => (s, Some(c)),
                     None => (RecipientStatus::Failed, None),
                 };
+                let attempt = last_attempt.take();
                 return match self
-                    .finish(message, st.idx, None, status, channel, last_error.clone())
+                    .finish(
+                        message,
+                        st.idx,
+                        attempt,
+                        status,
+                        channel,
+                        last_error.clone(),
+                    )
                     .await
                 {
                     true => Settle::Done,
@@ -390,6 +401,10 @@ impl Pipeline {
             st.channel_idx += 1;
             st.channel_attempt = 0;
             st.due_at = at;
+            if st.channel_idx as usize >= message.channels.len() {
+                last_attempt = Some(attempt);
+                continue;
+            }
             if !self
                 .advance(
                     message,
@@ -442,10 +457,7 @@ impl Pipeline {
         channel: Option<ChannelKind>,
         last_error: Option<String>,
     ) -> bool {
-        let last_error = attempt
-            .as_ref()
-            .and_then(|a| a.detail.clone())
-            .or(last_error);
+        let last_error = last_error.or_else(|| attempt.as_ref().and_then(|a| a.detail.clone()));
         if !self
             .advance(message, idx, attempt, JobNext::Finish { status, channel })
             .await

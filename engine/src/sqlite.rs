@@ -32,8 +32,7 @@ const WRITE_QUEUE: usize = 16 * 1024;
 /// Reader threads, each with its own connection: the most reads that run at once.
 const READERS: usize = 4;
 
-type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
-type WriteJob = Box<dyn FnOnce(&Connection) -> (bool, Completion) + Send>;
+type WriteJob = Box<dyn WriteOp>;
 type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
 
 /// How the store keeps data.
@@ -238,22 +237,17 @@ impl SqliteStore {
     }
 
     /// Runs `f` on the writer connection inside the next group commit; answers after COMMIT.
+    /// `f` may run twice: a second time if another write in its batch failed (see
+    /// [`commit_batch`]).
     async fn write<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+        f: impl FnMut(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> StoreResult<T> {
         let (tx, rx) = oneshot::channel::<StoreResult<T>>();
-        let job: WriteJob = Box::new(move |conn| {
-            let result = f(conn);
-            let ok = result.is_ok();
-            let completion: Completion = Box::new(move |committed| {
-                let _ = tx.send(match (committed, result) {
-                    (Ok(()), Ok(v)) => Ok(v),
-                    (Err(e), _) => Err(e),
-                    (Ok(()), Err(e)) => Err(unwrap_store_error(e)),
-                });
-            });
-            (ok, completion)
+        let job: WriteJob = Box::new(Write {
+            f,
+            result: None,
+            answer: tx,
         });
         self.writer
             .send(job)
@@ -306,6 +300,42 @@ fn unwrap_store_error(e: rusqlite::Error) -> StoreError {
     backend(e)
 }
 
+/// One write waiting for the writer thread.
+trait WriteOp: Send {
+    /// Runs the write on the writer's connection; `false` if it failed.
+    fn run(&mut self, conn: &Connection) -> bool;
+    /// Answers the caller once its transaction committed (or did not).
+    fn complete(self: Box<Self>, committed: Result<(), StoreError>);
+}
+
+struct Write<F, T> {
+    f: F,
+    result: Option<rusqlite::Result<T>>,
+    answer: oneshot::Sender<StoreResult<T>>,
+}
+
+impl<F, T> WriteOp for Write<F, T>
+where
+    F: FnMut(&Connection) -> rusqlite::Result<T> + Send,
+    T: Send,
+{
+    fn run(&mut self, conn: &Connection) -> bool {
+        let result = (self.f)(conn);
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn complete(self: Box<Self>, committed: Result<(), StoreError>) {
+        let _ = self.answer.send(match (committed, self.result) {
+            (Err(e), _) => Err(e),
+            (Ok(()), Some(Ok(v))) => Ok(v),
+            (Ok(()), Some(Err(e))) => Err(unwrap_store_error(e)),
+            (Ok(()), None) => Err(StoreError::Unavailable("the write did not run".into())),
+        });
+    }
+}
+
 fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<WriteJob>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
@@ -316,38 +346,44 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<WriteJob>) {
                 Err(_) => break,
             }
         }
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-            let err = backend(e);
-            for job in batch.drain(..) {
-                let (_, done) = job(&conn);
-                done(Err(err.clone()));
-            }
-            continue;
-        }
-        let mut completions = Vec::with_capacity(batch.len());
+        let committed = commit_batch(&conn, &mut batch);
         for job in batch.drain(..) {
-            // Each job in its own savepoint, so a failing one does not undo the others.
-            // Prepared once (cached): parsing these per job cost more than the jobs' own
-            // statements.
-            let savepoint = run_cached(&conn, "SAVEPOINT op");
-            let (ok, done) = job(&conn);
-            if savepoint.is_ok() {
-                if !ok {
-                    let _ = run_cached(&conn, "ROLLBACK TO op");
-                }
-                let _ = run_cached(&conn, "RELEASE op");
-            }
-            completions.push(done);
-        }
-        let committed = conn.execute_batch("COMMIT").map_err(|e| {
-            let _ = conn.execute_batch("ROLLBACK");
-            tracing::error!(error = %e, "sqlite commit failed");
-            backend(e)
-        });
-        for done in completions {
-            done(committed.clone());
+            job.complete(committed.clone());
         }
     }
+}
+
+/// Runs a batch of writes in one transaction, so they share one commit. A failing write
+/// must not undo the others, but a savepoint per write costs a copy of every page it
+/// touches; so the batch first runs without savepoints, and only if a write fails is the
+/// transaction rolled back and the batch run again with each write in its own savepoint.
+fn commit_batch(conn: &Connection, batch: &mut [WriteJob]) -> Result<(), StoreError> {
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(backend)?;
+    if batch.iter_mut().all(|job| job.run(conn)) {
+        return commit(conn);
+    }
+    let _ = conn.execute_batch("ROLLBACK");
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(backend)?;
+    for job in batch.iter_mut() {
+        // Prepared once (cached): parsing these per write cost more than the writes.
+        let savepoint = run_cached(conn, "SAVEPOINT op");
+        let ok = job.run(conn);
+        if savepoint.is_ok() {
+            if !ok {
+                let _ = run_cached(conn, "ROLLBACK TO op");
+            }
+            let _ = run_cached(conn, "RELEASE op");
+        }
+    }
+    commit(conn)
+}
+
+fn commit(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch("COMMIT").map_err(|e| {
+        let _ = conn.execute_batch("ROLLBACK");
+        tracing::error!(error = %e, "sqlite commit failed");
+        backend(e)
+    })
 }
 
 fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<usize> {
@@ -878,5 +914,55 @@ impl History for SqliteStore {
         let topic = topic.to_string();
         self.read(move |c| read_stream(c, StreamKind::Topic, &topic, since, limit))
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn insert(x: i64, then_fail: bool) -> (WriteJob, oneshot::Receiver<StoreResult<()>>) {
+        let (answer, rx) = oneshot::channel();
+        let f = move |c: &Connection| {
+            c.execute("INSERT INTO t (x) VALUES (?1)", [x])?;
+            if then_fail {
+                // The same key again: a constraint error after a write that must be undone.
+                c.execute("INSERT INTO t (x) VALUES (?1)", [x])?;
+            }
+            Ok(())
+        };
+        let job: WriteJob = Box::new(Write {
+            f,
+            result: None,
+            answer,
+        });
+        (job, rx)
+    }
+
+    #[test]
+    fn a_failing_write_undoes_only_itself_and_the_rest_of_its_batch_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open_connection(&dir.path().join("t.db"), &SqliteOptions::default()).unwrap();
+        conn.execute_batch("CREATE TABLE t (x INTEGER PRIMARY KEY)")
+            .unwrap();
+        let (a, mut ra) = insert(1, false);
+        let (b, mut rb) = insert(2, true);
+        let (c, mut rc) = insert(3, false);
+        let mut batch = vec![a, b, c];
+        assert!(commit_batch(&conn, &mut batch).is_ok());
+        for job in batch {
+            job.complete(Ok(()));
+        }
+        assert!(matches!(ra.try_recv(), Ok(Ok(()))));
+        assert!(matches!(rb.try_recv(), Ok(Err(StoreError::Backend(_)))));
+        assert!(matches!(rc.try_recv(), Ok(Ok(()))));
+        let kept: Vec<i64> = conn
+            .prepare("SELECT x FROM t ORDER BY x")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(kept, vec![1, 3]);
     }
 }
