@@ -913,29 +913,22 @@ async fn targeted(opts: &Options) -> anyhow::Result<TargetedResult> {
     })
 }
 
-/// Accepted messages per second over HTTP with many concurrent senders.
+/// Accepted messages per second over HTTP: `--ingest-concurrency` connections, each with one
+/// request in flight. A bare hyper connection per sender (no pool, no URL parsing, a body
+/// built with one `format!`): the generator shares the server's cores, so it must cost
+/// little per request.
 async fn ingest_http(base: &str, opts: &Options, engine: &str) -> anyhow::Result<IngestResult> {
-    let (secs, concurrency, users) = (opts.secs, opts.ingest_concurrency, opts.ingest_users.max(1));
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(256)
-        .build()?;
-    let end = Instant::now() + Duration::from_secs(secs);
+    let (concurrency, users) = (opts.ingest_concurrency, opts.ingest_users.max(1));
+    let addr = base.trim_start_matches("http://").to_string();
+    let end = Instant::now() + Duration::from_secs(opts.secs);
     let started = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..concurrency {
-        let (http, base) = (http.clone(), base.to_string());
+        let addr = addr.clone();
         tasks.push(tokio::spawn(async move {
             let mut ok = 0u64;
-            let mut n = c;
-            while Instant::now() < end {
-                let user = n % users;
-                n += concurrency;
-                let body = serde_json::json!({"to": [format!("offline{user}")], "title": "ingest", "channels": ["in_app"]});
-                if let Ok(r) = http.post(format!("{base}/v1/messages")).bearer_auth(API_KEY).json(&body).send().await
-                    && r.status().as_u16() == 202
-                {
-                    ok += 1;
-                }
+            if let Err(e) = post_until(&addr, end, c, concurrency, users, &mut ok).await {
+                progress(&format!("ingest sender {c}: {e:#}"));
             }
             ok
         }));
@@ -952,6 +945,47 @@ async fn ingest_http(base: &str, opts: &Options, engine: &str) -> anyhow::Result
         secs,
         per_s: accepted as f64 / secs,
     })
+}
+
+/// One sender: POSTs to users `first`, `first + stride`, … (mod `users`) until `end`,
+/// counting the 202s in `ok`.
+async fn post_until(
+    addr: &str,
+    end: Instant,
+    first: usize,
+    stride: usize,
+    users: usize,
+    ok: &mut u64,
+) -> anyhow::Result<()> {
+    use http_body_util::{BodyExt, Full};
+    use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    let auth = format!("Bearer {API_KEY}");
+    let mut n = first;
+    while Instant::now() < end {
+        let body = format!(
+            r#"{{"to":["offline{}"],"title":"ingest","channels":["in_app"]}}"#,
+            n % users
+        );
+        n += stride;
+        let request = hyper::Request::post("/v1/messages")
+            .header(HOST, addr)
+            .header(AUTHORIZATION, &auth)
+            .header(CONTENT_TYPE, "application/json")
+            .body(Full::new(bytes::Bytes::from(body)))?;
+        sender.ready().await?;
+        let response = sender.send_request(request).await?;
+        let accepted = response.status() == hyper::StatusCode::ACCEPTED;
+        response.into_body().collect().await?;
+        if accepted {
+            *ok += 1;
+        }
+    }
+    Ok(())
 }
 
 async fn ingest(opts: &Options) -> anyhow::Result<Vec<IngestResult>> {
