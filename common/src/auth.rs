@@ -33,12 +33,15 @@ pub struct Claims {
 impl Claims {
     /// Whether this token may subscribe to `topic` (no `topics` claim: none allowed).
     pub fn may_subscribe(&self, topic: &str) -> bool {
-        self.topics
-            .as_deref()
-            .unwrap_or_default()
-            .iter()
-            .any(|p| crate::topic::pattern_matches(p, topic))
+        may_subscribe(self.topics.as_deref().unwrap_or_default(), topic)
     }
+}
+
+/// Whether a token's `topics` claim (its patterns) allows subscribing to `topic`.
+pub fn may_subscribe(patterns: &[String], topic: &str) -> bool {
+    patterns
+        .iter()
+        .any(|p| crate::topic::pattern_matches(p, topic))
 }
 
 /// Why a token was refused. The text is safe to show to the client.

@@ -18,6 +18,7 @@ use herald_common::protocol::{FrameHead, close};
 use herald_common::subjects::Subjects;
 use herald_engine::{Bus, BusMsg, Subscription};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::outbox::{Outbound, Outbox};
 
@@ -367,13 +368,41 @@ impl Hub {
         }
     }
 
-    /// Tells every session to close with `code` (used on shutdown without a drain window).
+    /// Tells every session to close with `code`.
     pub fn close_all(&self, code: u16) {
-        for entry in self.users.iter() {
-            for s in &entry.sessions {
-                s.outbox.close(code);
-            }
+        for s in self.sessions() {
+            s.outbox.close(code);
         }
+    }
+
+    /// Every session held right now.
+    fn sessions(&self) -> Vec<Arc<SessionShared>> {
+        self.users
+            .iter()
+            .flat_map(|entry| entry.sessions.iter().map(Arc::clone).collect::<Vec<_>>())
+            .collect()
+    }
+
+    /// On shutdown, closes every session with `1012` spread evenly over `window` (in a random
+    /// order), so clients reconnect elsewhere a few at a time instead of all at once. One
+    /// task drains them all: a session does not hold a shutdown waiter of its own.
+    pub async fn drain_on(&self, shutdown: CancellationToken, window: Duration) {
+        shutdown.cancelled().await;
+        let mut sessions = self.sessions();
+        for i in (1..sessions.len()).rev() {
+            sessions.swap(i, rand::random_range(0..=i));
+        }
+        let started = tokio::time::Instant::now();
+        let total = sessions.len().max(1) as f64;
+        for (n, session) in sessions.iter().enumerate() {
+            let due = started + window.mul_f64(n as f64 / total);
+            if due > tokio::time::Instant::now() {
+                tokio::time::sleep_until(due).await;
+            }
+            session.outbox.close(close::RESTARTING);
+        }
+        // Sessions that registered while the snapshot was taken.
+        self.close_all(close::RESTARTING);
     }
 
     /// Consumes the bus messages of this gateway's subscriptions until the bus closes.

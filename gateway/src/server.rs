@@ -109,6 +109,10 @@ impl Gateway {
         tracker.spawn(Arc::clone(&hub).relay(rx));
         crate::metrics::describe();
         tracker.spawn(crate::metrics::sample(Arc::clone(&bus), shutdown.clone()));
+        {
+            let (hub, shutdown, window) = (Arc::clone(&hub), shutdown.clone(), config.drain);
+            tracker.spawn(async move { hub.drain_on(shutdown, window).await });
+        }
         let state = Arc::new(GatewayState {
             hub,
             verifier,

@@ -2,7 +2,7 @@
 //! frames, its outbox, the heartbeat, token expiry and shutdown. A session's error ends
 //! that session only.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::task::Poll;
@@ -41,22 +41,22 @@ type Step = Result<(), End>;
 struct Deadlines {
     beat: Instant,
     expiry: Instant,
-    drain: Option<Instant>,
 }
 
 impl Deadlines {
     fn next(&self) -> Instant {
-        let first = self.beat.min(self.expiry);
-        self.drain.map_or(first, |d| d.min(first))
+        self.beat.min(self.expiry)
     }
 }
 
 struct Session {
     gw: Arc<GatewayState>,
     shared: Arc<SessionShared>,
-    claims: Claims,
+    /// What the session keeps of its token: when it expires and the topics it may join.
+    expires: u64,
+    may_join: Box<[String]>,
     sent: BTreeSet<u64>,
-    topics: HashMap<Arc<str>, u64>,
+    topics: Topics,
     last_seen: Instant,
     batch: Vec<Outbound>,
     /// Inbound frames allowed (acks are free: a resume may ask for a thousand).
@@ -69,7 +69,6 @@ struct Session {
 struct Live {
     session: Session,
     socket: WebSocket,
-    session_id: String,
 }
 
 /// Runs one upgraded connection to its end.
@@ -81,8 +80,8 @@ pub(crate) fn run(
     claims: Claims,
 ) -> impl Future<Output = ()> {
     let id = gw.next_session_id();
-    let session_id = format!("{}-{id:x}", gw.instance);
-    let span = tracing::info_span!("session", session_id = %session_id, user_id = %claims.sub);
+    let span =
+        tracing::info_span!("session", session_id = %session_id(&gw, id), user_id = %claims.sub);
     let shared = Arc::new(SessionShared {
         id,
         user: Arc::from(claims.sub.as_str()),
@@ -92,28 +91,74 @@ pub(crate) fn run(
     let session = Session {
         gw,
         shared,
-        claims,
+        expires: claims.exp,
+        may_join: claims.topics.unwrap_or_default().into_boxed_slice(),
         sent: BTreeSet::new(),
-        topics: HashMap::new(),
+        topics: Topics::default(),
         last_seen: Instant::now(),
         batch: Vec::new(),
         inbound: (rate > 0).then(|| TokenBucket::new(f64::from(rate), f64::from(rate) * 2.0)),
     };
-    let live = Box::new(Live {
-        session,
-        socket,
-        session_id,
-    });
+    let live = Box::new(Live { session, socket });
     run_live(live).instrument(span)
 }
 
 async fn run_live(mut live: Box<Live>) {
-    let Live {
-        session,
-        socket,
-        session_id,
-    } = &mut *live;
-    session.run(socket, std::mem::take(session_id)).await;
+    let Live { session, socket } = &mut *live;
+    session.run(socket).await;
+}
+
+/// The id a client sees in `welcome`: the gateway instance and a counter (not stored: an
+/// idle session should not hold a string it needs once).
+fn session_id(gw: &GatewayState, id: u64) -> String {
+    format!("{}-{id:x}", gw.instance)
+}
+
+/// The topics a session joined, with the last seq it has of each. A few per session, so a
+/// list: one small allocation and a scan cheaper than hashing (a map costs ~140 bytes for
+/// one topic, and every idle subscriber holds it).
+#[derive(Default)]
+struct Topics(Vec<(Arc<str>, u64)>);
+
+impl Topics {
+    fn get(&self, topic: &str) -> Option<&u64> {
+        self.0
+            .iter()
+            .find(|(t, _)| &**t == topic)
+            .map(|(_, seq)| seq)
+    }
+
+    /// By pointer first (a cheap check), then by text.
+    fn get_mut(&mut self, topic: &Arc<str>) -> Option<&mut u64> {
+        self.0
+            .iter_mut()
+            .find(|(t, _)| Arc::ptr_eq(t, topic) || **t == **topic)
+            .map(|(_, seq)| seq)
+    }
+
+    fn insert(&mut self, topic: Arc<str>, seq: u64) {
+        match self.0.iter_mut().find(|(t, _)| *t == topic) {
+            Some(entry) => entry.1 = seq,
+            None => {
+                // Room for this one only: most sessions join one or two topics.
+                self.0.reserve_exact(1);
+                self.0.push((topic, seq));
+            }
+        }
+    }
+
+    fn remove(&mut self, topic: &str) -> Option<Arc<str>> {
+        let at = self.0.iter().position(|(t, _)| &**t == topic)?;
+        Some(self.0.swap_remove(at).0)
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(t, _)| &**t)
+    }
 }
 
 fn text_of(frame: &ServerFrame) -> Message {
@@ -132,7 +177,7 @@ fn is_too_big(e: &axum::Error) -> bool {
 }
 
 impl Session {
-    async fn run(&mut self, socket: &mut WebSocket, session_id: String) {
+    async fn run(&mut self, socket: &mut WebSocket) {
         metrics::counter!("herald_gateway_connects_total").increment(1);
         if let Err(e) = Box::pin(self.gw.hub.register(&self.shared)).await {
             tracing::info!(error = %e, "session refused");
@@ -143,9 +188,13 @@ impl Session {
             return;
         }
         tracing::debug!("session open");
+        // Registered just as the gateway began to drain (after the hub's last sweep).
+        if self.gw.shutdown.is_cancelled() {
+            self.shared.outbox.close(close::RESTARTING);
+        }
         let welcome = text_of(&ServerFrame::Welcome {
-            session_id,
-            user_id: self.claims.sub.clone(),
+            session_id: session_id(&self.gw, self.shared.id),
+            user_id: self.shared.user.to_string(),
             heartbeat_s: self.gw.config.heartbeat.as_secs(),
         });
         let end = match Box::pin(socket.send(welcome)).await {
@@ -162,57 +211,47 @@ impl Session {
         tracing::debug!(code, "session closed");
         metrics::counter!("herald_gateway_disconnects_total", "code" => code.to_string())
             .increment(1);
-        self.gw
-            .hub
-            .unregister(&self.shared, self.topics.keys().map(|t| t.as_ref()));
+        self.gw.hub.unregister(&self.shared, self.topics.names());
     }
 
     async fn serve(&mut self, socket: &mut WebSocket) -> End {
-        let beat = self.gw.config.heartbeat;
         let exp_in = Duration::from_millis(
-            (i64::try_from(self.claims.exp)
+            (i64::try_from(self.expires)
                 .unwrap_or(i64::MAX / 1000)
                 .saturating_mul(1000)
                 - now_ms())
             .max(0) as u64,
         );
-        // One timer for every deadline a session has (the next heartbeat, token expiry and,
-        // once the gateway drains, this session's turn to close): each idle session holds
-        // one timer, not three.
+        // One timer for both deadlines a session has (the next heartbeat and token expiry):
+        // each idle session holds one timer. Shutdown arrives through the outbox (the hub
+        // drains every session), so no session holds a shutdown waiter either.
         let mut deadlines = Deadlines {
-            beat: Instant::now() + beat,
+            beat: Instant::now() + self.gw.config.heartbeat,
             expiry: Instant::now() + exp_in,
-            drain: None,
         };
         let timer = tokio::time::sleep_until(deadlines.next());
         tokio::pin!(timer);
-        let shutdown = self.gw.shutdown.clone();
         loop {
             let step = tokio::select! {
                 biased;
-                _ = shutdown.cancelled(), if deadlines.drain.is_none() => {
-                    // Spread reconnects over the drain window instead of all at once.
-                    let window = self.gw.config.drain.as_millis() as u64;
-                    let delay = if window == 0 { 0 } else { rand::random_range(0..window) };
-                    deadlines.drain = Some(Instant::now() + Duration::from_millis(delay));
-                    Ok(())
-                }
                 _ = &mut timer => {
                     let now = Instant::now();
-                    if deadlines.drain.is_some_and(|at| now >= at) {
-                        Err(End::Close(close::RESTARTING, "server restarting"))
-                    } else if now >= deadlines.expiry {
+                    if now >= deadlines.expiry {
                         Err(End::Close(close::UNAUTHORIZED, "token expired"))
                     } else if now < deadlines.beat {
                         Ok(())
-                    } else if self.last_seen.elapsed() > beat * 2 {
+                    } else if self.last_seen.elapsed() > self.gw.config.heartbeat * 2 {
                         Err(End::Close(CLOSE_SILENT, "no heartbeat"))
                     } else {
-                        deadlines.beat = now + beat;
-                        socket.send(Message::Ping(bytes::Bytes::new())).await.map_err(|_| End::Gone)
+                        deadlines.beat = now + self.gw.config.heartbeat;
+                        // Boxed: a ping's send state exists only while it runs, not in
+                        // every idle session's task.
+                        let ping = Box::pin(socket.send(Message::Ping(bytes::Bytes::new())));
+                        ping.await.map_err(|_| End::Gone)
                     }
                 }
-                _ = self.shared.outbox.ready() => self.flush_outbox(socket).await,
+                // Boxed, like inbound handling: a flush's state exists only while it runs.
+                _ = self.shared.outbox.ready() => Box::pin(self.flush_outbox(socket)).await,
                 // Boxed: an inbound frame's handling holds its state only while it runs.
                 inbound = socket.recv() => Box::pin(self.on_inbound(socket, inbound)).await,
             };
@@ -287,7 +326,7 @@ impl Session {
             ClientFrame::Resume { since } => self.resume(socket, since).await,
             ClientFrame::Subscribe { topic, since } => self.subscribe(socket, topic, since).await,
             ClientFrame::Unsubscribe { topic } => {
-                if let Some((topic, _)) = self.topics.remove_entry(topic.as_str()) {
+                if let Some(topic) = self.topics.remove(topic.as_str()) {
                     self.gw.hub.unsubscribe_topic(&topic, self.shared.id);
                 }
                 send(socket, &ServerFrame::Unsubscribed { topic }).await
@@ -357,7 +396,7 @@ impl Session {
             )
             .await;
         }
-        if !self.claims.may_subscribe(&topic) {
+        if !herald_common::auth::may_subscribe(&self.may_join, &topic) {
             tracing::info!(topic = %topic, "subscribe refused by token claims");
             return Err(End::Close(
                 close::FORBIDDEN_TOPIC,
@@ -448,7 +487,7 @@ impl Session {
                     }
                     text
                 }
-                Outbound::Topic { topic, seq, text } => match self.topics.get_mut(&*topic) {
+                Outbound::Topic { topic, seq, text } => match self.topics.get_mut(&topic) {
                     Some(last) if seq > *last => {
                         *last = seq;
                         text
@@ -489,6 +528,7 @@ impl Session {
         }
         match close_code {
             Some(code) if code == close::SLOW_CONSUMER => Err(End::Close(code, "slow consumer")),
+            Some(code) if code == close::RESTARTING => Err(End::Close(code, "server restarting")),
             Some(code) => Err(End::Close(code, "closed by server")),
             None => Ok(()),
         }
