@@ -363,8 +363,24 @@ async fn chaos(
         );
     }
 
-    // Clients: let them catch up, then check nothing was missed or repeated.
+    // Clients: let them catch up (a client whose gateway was killed reconnects and resumes;
+    // on a loaded machine that takes a while), then check nothing was missed or repeated.
+    let missed = || {
+        seen.iter()
+            .map(|(user, s)| {
+                let s = s.lock().unwrap();
+                accepted
+                    .iter()
+                    .filter(|(id, u, k)| u == user && *k == "online" && !s.ids.contains(id))
+                    .count()
+            })
+            .sum::<usize>()
+    };
+    let catch_up = Instant::now() + Duration::from_secs(30);
     tokio::time::sleep(Duration::from_secs(3)).await;
+    while missed() > 0 && Instant::now() < catch_up {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let mut missed_personal = 0;
     let mut gaps = 0;
     let mut duplicates_in_session = 0;
