@@ -370,28 +370,30 @@ impl Hub {
 
     /// Tells every session to close with `code`.
     pub fn close_all(&self, code: u16) {
-        for s in self.sessions() {
-            s.outbox.close(code);
+        for entry in self.users.iter() {
+            for s in &entry.sessions {
+                s.outbox.close(code);
+            }
         }
     }
 
     /// Every session held right now.
     fn sessions(&self) -> Vec<Arc<SessionShared>> {
-        self.users
-            .iter()
-            .flat_map(|entry| entry.sessions.iter().map(Arc::clone).collect::<Vec<_>>())
-            .collect()
+        let mut all = Vec::new();
+        for entry in self.users.iter() {
+            all.extend(entry.sessions.iter().cloned());
+        }
+        all
     }
 
     /// On shutdown, closes every session with `1012` spread evenly over `window` (in a random
     /// order), so clients reconnect elsewhere a few at a time instead of all at once. One
     /// task drains them all: a session does not hold a shutdown waiter of its own.
-    pub async fn drain_on(&self, shutdown: CancellationToken, window: Duration) {
+    pub async fn drain_on(self: Arc<Self>, shutdown: CancellationToken, window: Duration) {
+        use rand::seq::SliceRandom;
         shutdown.cancelled().await;
         let mut sessions = self.sessions();
-        for i in (1..sessions.len()).rev() {
-            sessions.swap(i, rand::random_range(0..=i));
-        }
+        sessions.shuffle(&mut rand::rng());
         let started = tokio::time::Instant::now();
         let total = sessions.len().max(1) as f64;
         for (n, session) in sessions.iter().enumerate() {

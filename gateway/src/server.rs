@@ -109,10 +109,7 @@ impl Gateway {
         tracker.spawn(Arc::clone(&hub).relay(rx));
         crate::metrics::describe();
         tracker.spawn(crate::metrics::sample(Arc::clone(&bus), shutdown.clone()));
-        {
-            let (hub, shutdown, window) = (Arc::clone(&hub), shutdown.clone(), config.drain);
-            tracker.spawn(async move { hub.drain_on(shutdown, window).await });
-        }
+        tracker.spawn(Arc::clone(&hub).drain_on(shutdown.clone(), config.drain));
         let state = Arc::new(GatewayState {
             hub,
             verifier,
