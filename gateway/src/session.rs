@@ -128,11 +128,10 @@ impl Topics {
             .map(|(_, seq)| seq)
     }
 
-    /// By pointer first (a cheap check), then by text.
-    fn get_mut(&mut self, topic: &Arc<str>) -> Option<&mut u64> {
+    fn get_mut(&mut self, topic: &str) -> Option<&mut u64> {
         self.0
             .iter_mut()
-            .find(|(t, _)| Arc::ptr_eq(t, topic) || **t == **topic)
+            .find(|(t, _)| &**t == topic)
             .map(|(_, seq)| seq)
     }
 
