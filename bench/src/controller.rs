@@ -188,6 +188,16 @@ fn herald_bin(opts: &Options) -> PathBuf {
         .unwrap_or_else(|| crate::root().join("target/release/herald"))
 }
 
+/// The run's scratch directory (data dirs, configs, the mail spool): one per controller
+/// process, removed when the run ends.
+fn scratch_root() -> PathBuf {
+    std::env::temp_dir().join(format!("herald-bench-{}", std::process::id()))
+}
+
+fn scratch(name: &str) -> PathBuf {
+    scratch_root().join(name)
+}
+
 fn progress(text: &str) {
     eprintln!("[herald-bench] {text}");
 }
@@ -197,7 +207,6 @@ struct Server {
     child: Child,
     ws_url: String,
     publisher: Publisher,
-    _dir: Option<PathBuf>,
 }
 
 enum Publisher {
@@ -263,7 +272,7 @@ fn herald_command(opts: &Options, role: &str) -> Command {
 }
 
 async fn start_herald(opts: &Options, extra: &[(&str, &str)]) -> anyhow::Result<(Child, String)> {
-    let dir = std::env::temp_dir().join(format!("herald-bench-{}", std::process::id()));
+    let dir = scratch("herald");
     let _ = std::fs::remove_dir_all(&dir);
     let port = free_port();
     let mut cmd = herald_command(opts, "serve");
@@ -292,12 +301,11 @@ async fn start(system: System, opts: &Options) -> anyhow::Result<Server> {
                     base: format!("http://{addr}"),
                     http,
                 },
-                _dir: None,
             })
         }
         System::Nats => {
             let (port, ws) = (free_port(), free_port());
-            let conf = std::env::temp_dir().join(format!("bench-nats-{}.conf", std::process::id()));
+            let conf = scratch("nats.conf");
             std::fs::write(
                 &conf,
                 format!(
@@ -317,7 +325,6 @@ async fn start(system: System, opts: &Options) -> anyhow::Result<Server> {
                 child,
                 ws_url: format!("ws://127.0.0.1:{ws}"),
                 publisher: Publisher::Nats(client),
-                _dir: None,
             })
         }
         System::Node => {
@@ -335,7 +342,6 @@ async fn start(system: System, opts: &Options) -> anyhow::Result<Server> {
                 child,
                 ws_url: format!("ws://127.0.0.1:{ws}"),
                 publisher: Publisher::Line(control),
-                _dir: None,
             })
         }
         System::Raw => start_own_server(&["raw-server"]).await,
@@ -346,8 +352,7 @@ async fn start(system: System, opts: &Options) -> anyhow::Result<Server> {
         System::Mosquitto => {
             let bin = mosquitto_bin()?;
             let (tcp, ws) = (free_port(), free_port());
-            let conf =
-                std::env::temp_dir().join(format!("bench-mosquitto-{}.conf", std::process::id()));
+            let conf = scratch("mosquitto.conf");
             std::fs::write(
                 &conf,
                 format!(
@@ -370,7 +375,6 @@ async fn start(system: System, opts: &Options) -> anyhow::Result<Server> {
                 child,
                 ws_url: format!("ws://127.0.0.1:{ws}"),
                 publisher: Publisher::Mqtt(s),
-                _dir: None,
             })
         }
     }
@@ -392,7 +396,6 @@ async fn start_own_server(command: &[&str]) -> anyhow::Result<Server> {
         child,
         ws_url: format!("ws://127.0.0.1:{ws}"),
         publisher: Publisher::Line(c),
-        _dir: None,
     })
 }
 
@@ -744,7 +747,7 @@ impl Smtp {
             "no .venv (bench/run.sh or scripts/test makes it)"
         );
         let port = free_port();
-        let maildir = std::env::temp_dir().join(format!("bench-maildir-{}", std::process::id()));
+        let maildir = scratch("maildir");
         let _ = std::fs::remove_dir_all(&maildir);
         let child = Command::new(python)
             .args(["-m", "aiosmtpd", "-n", "-l"])
@@ -996,7 +999,7 @@ async fn ingest(opts: &Options) -> anyhow::Result<Vec<IngestResult>> {
     let _ = child.kill().await;
 
     progress("ingest: cluster engine over HTTP and JetStream herald.send");
-    let dir = std::env::temp_dir().join(format!("bench-nats-js-{}", std::process::id()));
+    let dir = scratch("nats-js");
     let (mut nats, url) = start_nats_js(&dir).await?;
     let (mut herald, addr) = start_herald(opts, &[("HERALD_NATS_URL", &url)]).await?;
     // Wait for the engine.
@@ -1095,7 +1098,7 @@ async fn scale_out(opts: &Options) -> anyhow::Result<ScaleOutResult> {
         "scale-out: nats-server, a dispatcher and {} gateways",
         opts.gateways
     ));
-    let dir = std::env::temp_dir().join(format!("bench-scale-{}", std::process::id()));
+    let dir = scratch("scale");
     let (mut nats, nats_url) = start_nats_js(&dir).await?;
     let (mut dispatcher, api) =
         start_role(opts, "dispatcher", &nats_url, "HERALD_API_LISTEN").await?;
@@ -1205,6 +1208,14 @@ fn machine() -> String {
 }
 
 pub async fn run_all(opts: Options) -> anyhow::Result<()> {
+    std::fs::create_dir_all(scratch_root())?;
+    let result = run_scenarios(opts).await;
+    // JetStream stores and spools run to hundreds of MB per run: leave none behind.
+    let _ = std::fs::remove_dir_all(scratch_root());
+    result
+}
+
+async fn run_scenarios(opts: Options) -> anyhow::Result<()> {
     std::fs::create_dir_all(&opts.out)?;
     let mut results = Results {
         machine: machine(),

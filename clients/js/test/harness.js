@@ -1,7 +1,7 @@
 // Test harness: a real `herald serve` on port 0, tokens signed like Herald's, an API helper.
 import { spawn } from "node:child_process";
 import { createHmac } from "node:crypto";
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -33,12 +33,20 @@ export async function startHerald(env = {}) {
     child.on("exit", (code) => { clearTimeout(timer); if (code !== null && code !== 0) reject(new Error(`herald exited ${code}:\n${log}`)); });
   });
   let { child, addr } = await run("127.0.0.1:0");
+  const halt = async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      const exited = new Promise((r) => child.once("exit", r));
+      child.kill("SIGTERM");
+      await exited;
+    }
+  };
   const h = {
     get base() { return `http://${addr}`; },
     get ws() { return `ws://${addr}/ws`; },
-    async stop() { child.kill("SIGTERM"); await new Promise((r) => child.once("exit", r)); },
+    /** SIGTERM, then the data directory is removed. */
+    async stop() { await halt(); rmSync(dataDir, { recursive: true, force: true }); },
     /** SIGTERM (sessions get 1012), then start again on the same address and data. */
-    async restart() { await h.stop(); ({ child, addr } = await run(addr)); },
+    async restart() { await halt(); ({ child, addr } = await run(addr)); },
     kill() { child.kill("SIGKILL"); },
   };
   return h;
