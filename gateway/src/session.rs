@@ -16,7 +16,6 @@ use herald_common::ratelimit::TokenBucket;
 use herald_common::time::now_ms;
 use herald_common::topic::validate_topic;
 use tokio::time::Instant;
-use tracing::Instrument;
 
 use crate::hub::{SessionShared, join_close_code};
 use crate::outbox::{Outbound, Outbox};
@@ -80,8 +79,6 @@ pub(crate) fn run(
     claims: Claims,
 ) -> impl Future<Output = ()> {
     let id = gw.next_session_id();
-    let span =
-        tracing::info_span!("session", session_id = %session_id(&gw, id), user_id = %claims.sub);
     let shared = Arc::new(SessionShared {
         id,
         user: Arc::from(claims.sub.as_str()),
@@ -100,7 +97,7 @@ pub(crate) fn run(
         inbound: (rate > 0).then(|| TokenBucket::new(f64::from(rate), f64::from(rate) * 2.0)),
     };
     let live = Box::new(Live { session, socket });
-    run_live(live).instrument(span)
+    run_live(live)
 }
 
 async fn run_live(mut live: Box<Live>) {
@@ -179,14 +176,14 @@ impl Session {
     async fn run(&mut self, socket: &mut WebSocket) {
         metrics::counter!("herald_gateway_connects_total").increment(1);
         if let Err(e) = Box::pin(self.gw.hub.register(&self.shared)).await {
-            tracing::info!(error = %e, "session refused");
+            tracing::info!(session_id = %session_id(&self.gw, self.shared.id), user_id = %self.shared.user, error = %e, "session refused");
             let code = join_close_code(&e);
             let _ = close_socket(socket, code, "too many sessions for this user").await;
             metrics::counter!("herald_gateway_disconnects_total", "code" => code.to_string())
                 .increment(1);
             return;
         }
-        tracing::debug!("session open");
+        tracing::debug!(session_id = %session_id(&self.gw, self.shared.id), user_id = %self.shared.user, "session open");
         // Registered just as the gateway began to drain (after the hub's last sweep).
         if self.gw.shutdown.is_cancelled() {
             self.shared.outbox.close(close::RESTARTING);
@@ -207,7 +204,7 @@ impl Session {
             }
             End::Gone => 1006,
         };
-        tracing::debug!(code, "session closed");
+        tracing::debug!(session_id = %session_id(&self.gw, self.shared.id), user_id = %self.shared.user, code, "session closed");
         metrics::counter!("herald_gateway_disconnects_total", "code" => code.to_string())
             .increment(1);
         self.gw.hub.unregister(&self.shared, self.topics.names());
@@ -350,7 +347,7 @@ impl Session {
         {
             Ok(page) => page,
             Err(e) => {
-                tracing::warn!(error = %e, "resume failed");
+                tracing::warn!(session_id = %session_id(&self.gw, self.shared.id), user_id = %self.shared.user, error = %e, "resume failed");
                 return send(
                     socket,
                     &ServerFrame::error("unavailable", "history is unavailable; retry the resume"),
@@ -396,7 +393,7 @@ impl Session {
             .await;
         }
         if !herald_common::auth::may_subscribe(&self.may_join, &topic) {
-            tracing::info!(topic = %topic, "subscribe refused by token claims");
+            tracing::info!(session_id = %session_id(&self.gw, self.shared.id), user_id = %self.shared.user, topic = %topic, "subscribe refused by token claims");
             return Err(End::Close(
                 close::FORBIDDEN_TOPIC,
                 "topic not allowed by token",
@@ -425,7 +422,7 @@ impl Session {
             .await;
         }
         if let Err(e) = self.gw.hub.subscribe_topic(&topic, &self.shared).await {
-            tracing::warn!(topic = %topic, error = %e, "topic subscribe failed");
+            tracing::warn!(session_id = %session_id(&self.gw, self.shared.id), user_id = %self.shared.user, topic = %topic, error = %e, "topic subscribe failed");
             return send(
                 socket,
                 &ServerFrame::error("unavailable", "cannot subscribe right now; retry"),
@@ -442,7 +439,7 @@ impl Session {
         let page = match self.gw.history.read_topic(&topic, since_q, limit).await {
             Ok(page) => page,
             Err(e) => {
-                tracing::warn!(topic = %topic, error = %e, "topic history unavailable");
+                tracing::warn!(session_id = %session_id(&self.gw, self.shared.id), user_id = %self.shared.user, topic = %topic, error = %e, "topic history unavailable");
                 self.topics.insert(Arc::clone(&topic), 0);
                 let frame = ServerFrame::error(
                     "history_unavailable",
