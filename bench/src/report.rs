@@ -72,6 +72,15 @@ fn markdown(r: &Results) -> String {
                 f.connected
             );
         }
+        let _ = writeln!(md, "\nLatency runs (p99 at the fixed rate): ");
+        for f in &r.fanout {
+            let runs: Vec<String> = f
+                .latency_runs
+                .iter()
+                .map(|l| format!("{:.1} ms", l.p99_ms))
+                .collect();
+            let _ = writeln!(md, "- {}: {}", f.system, runs.join(", "));
+        }
     }
     if let Some(t) = &r.targeted {
         let _ = writeln!(
