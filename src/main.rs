@@ -227,10 +227,11 @@ fn dev_banner(config: &Config, addr: SocketAddr, generated: bool) {
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `mi_option_purge_delay` in mimalloc 3's `mi_option_e` (include/mimalloc.h); the crate's
+/// Rust constants predate version 3.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
 fn tune_allocator() {
-    /// `mi_option_purge_delay` in mimalloc 3's `mi_option_e` (include/mimalloc.h); the
-    /// crate's Rust constants predate version 3.
-    const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // SAFETY: sets one allocator option; mimalloc reads options atomically.
         unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 10) };
@@ -423,6 +424,21 @@ fn run_role(
 mod tests {
     use super::parse_ttl;
     use std::time::Duration;
+
+    #[test]
+    fn the_purge_delay_option_is_where_tune_allocator_sets_it() {
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+            return;
+        }
+        // Untouched in tests, so it holds mimalloc 3's default for purge_delay (1000 ms), a
+        // default no other option has: a newer mimalloc that moves the option fails here.
+        // SAFETY: reads one allocator option.
+        let value = unsafe { libmimalloc_sys::mi_option_get(super::MI_OPTION_PURGE_DELAY) };
+        assert_eq!(
+            value, 1000,
+            "mi_option_e changed: fix MI_OPTION_PURGE_DELAY"
+        );
+    }
 
     #[test]
     fn ttls() {

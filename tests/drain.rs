@@ -74,11 +74,11 @@ async fn rolling_restart_of_every_gateway_under_load_loses_nothing() {
 
     // Roll every gateway: SIGTERM, wait for a clean exit, start a replacement.
     let mut drains = Vec::new();
-    for i in 0..3 {
+    for (i, gateway) in gateways.iter_mut().enumerate() {
         tokio::time::sleep(Duration::from_millis(800)).await;
-        let old = gateways[i].ws_url();
+        let old = gateway.ws_url();
         let started = Instant::now();
-        let code = tokio::task::block_in_place(|| gateways[i].terminate(Duration::from_secs(30)));
+        let code = tokio::task::block_in_place(|| gateway.terminate(Duration::from_secs(30)));
         assert_eq!(code, Some(0), "gateway {i} exits cleanly");
         drains.push(started.elapsed());
         let fresh = env(Herald::builder().role("gateway", &nats.url())).start();
@@ -87,7 +87,7 @@ async fn rolling_restart_of_every_gateway_under_load_loses_nothing() {
             u.retain(|x| *x != old);
             u.push(fresh.ws_url());
         }
-        gateways[i] = fresh;
+        *gateway = fresh;
     }
     tokio::time::sleep(Duration::from_millis(800)).await;
     sending.store(false, Ordering::Relaxed);
