@@ -2,6 +2,10 @@
 //! endpoint needs: a deadline for request headers (slowloris), the peer address for the
 //! per-address connect limit, survival of accept errors (out of file descriptors), and
 //! graceful shutdown that stops accepting and lets in-flight requests finish.
+//!
+//! HTTP/1 only, served by hyper's own connection type: an upgraded WebSocket then hands its
+//! session the bare `TcpStream` (hyper-util's auto builder would wrap it in a private type),
+//! so the fan-out path can write frames to it without waking the session's task.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -9,11 +13,11 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 /// Pending connections the kernel may hold for `accept` (capped by `net.core.somaxconn`).
@@ -41,13 +45,11 @@ pub async fn serve(
     shutdown: CancellationToken,
     grace: Duration,
 ) {
-    let graceful = GracefulShutdown::new();
-    let mut http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    http.http1()
-        .timer(TokioTimer::new())
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
         .keep_alive(true);
-    let http = http.http1_only();
+    let connections = TaskTracker::new();
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -71,17 +73,27 @@ pub async fn serve(
                 req
             });
         let conn = http
-            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
-            .into_owned();
-        let watched = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = watched.await {
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+            .with_upgrades();
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
+            let mut conn = std::pin::pin!(conn);
+            let ended = tokio::select! {
+                ended = conn.as_mut() => ended,
+                _ = shutdown.cancelled() => {
+                    // Finish the request in flight, then close (keep-alive ends here).
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = ended {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         });
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown())
+    connections.close();
+    if tokio::time::timeout(grace, connections.wait())
         .await
         .is_err()
     {

@@ -138,7 +138,7 @@ async fn client(args: Arc<Args>, n: usize, shared: Arc<Shared>) -> anyhow::Resul
         }
         if args.ack
             && args.system == System::Herald
-            && !data.windows(8).any(|w| w == b"\"topic\":")
+            && memchr::memmem::find(data, b"\"topic\":").is_none()
             && let Ok(v) = serde_json::from_slice::<serde_json::Value>(data)
             && v["type"] == "message"
         {

@@ -4,13 +4,13 @@
 //! responders" on a user subject means "offline" cluster-wide.
 //!
 //! Invariant: the fan-out path ([`Hub::route`]) never awaits and never encodes: it parses
-//! the frame head once, then pushes the same shared bytes into each session's outbox.
+//! the frame head once, then writes the same shared bytes to each session's socket (one
+//! non-blocking send each; see [`crate::wire`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
 use dashmap::DashMap;
 use herald_common::events::PRESENCE_QUERY;
@@ -19,8 +19,9 @@ use herald_common::subjects::Subjects;
 use herald_engine::{Bus, BusMsg, Subscription};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tungstenite::Utf8Bytes;
 
-use crate::outbox::{Outbound, Outbox};
+use crate::wire::{Delivery, Outbound, Wire};
 
 /// Payload a gateway replies with when a session acked a personal message.
 pub const ACK_REPLY: &[u8] = b"acked";
@@ -29,7 +30,7 @@ pub const ACK_REPLY: &[u8] = b"acked";
 pub struct SessionShared {
     pub id: u64,
     pub user: Arc<str>,
-    pub outbox: Outbox,
+    pub wire: Wire,
 }
 
 struct Interest {
@@ -79,6 +80,8 @@ pub struct Hub {
     max_sessions_per_user: usize,
     linger: Duration,
     sessions: AtomicU64,
+    /// `herald_gateway_frames_sent_total`, looked up once (every fan-out counts into it).
+    pub frames_sent: metrics::Counter,
 }
 
 /// Which map an interest lives in.
@@ -107,6 +110,7 @@ impl Hub {
             max_sessions_per_user,
             linger,
             sessions: AtomicU64::new(0),
+            frames_sent: metrics::counter!("herald_gateway_frames_sent_total"),
         });
         (hub, rx)
     }
@@ -314,18 +318,9 @@ impl Hub {
                 },
             );
         }
-        for session in &entry.sessions {
-            if session
-                .outbox
-                .push(Outbound::Personal {
-                    seq,
-                    text: text.clone(),
-                })
-                .is_err()
-            {
-                metrics::counter!("herald_gateway_slow_consumers_total").increment(1);
-            }
-        }
+        let frame = Outbound::Personal { seq, text };
+        let sent = deliver(&entry.sessions, &frame);
+        self.frames_sent.increment(sent);
     }
 
     /// Answers a cluster-wide presence query with this gateway's session count. Runs on
@@ -349,30 +344,22 @@ impl Hub {
         let Some(entry) = self.topics.get(topic) else {
             return;
         };
-        let topic: Arc<str> = Arc::from(topic);
-        let mut slow = 0u64;
-        for session in &entry.sessions {
-            let frame = Outbound::Topic {
-                topic: Arc::clone(&topic),
-                seq,
-                text: text.clone(),
-            };
-            if session.outbox.push(frame).is_err() {
-                slow += 1;
-            }
-        }
+        let frame = Outbound::Topic {
+            topic: Arc::from(topic),
+            seq,
+            text,
+        };
+        let sent = deliver(&entry.sessions, &frame);
+        self.frames_sent.increment(sent);
         metrics::counter!("herald_gateway_topic_deliveries_total")
             .increment(entry.sessions.len() as u64);
-        if slow > 0 {
-            metrics::counter!("herald_gateway_slow_consumers_total").increment(slow);
-        }
     }
 
     /// Tells every session to close with `code`.
     pub fn close_all(&self, code: u16) {
         for entry in self.users.iter() {
             for s in &entry.sessions {
-                s.outbox.close(code);
+                s.wire.close(code);
             }
         }
     }
@@ -401,7 +388,7 @@ impl Hub {
             if due > tokio::time::Instant::now() {
                 tokio::time::sleep_until(due).await;
             }
-            session.outbox.close(close::RESTARTING);
+            session.wire.close(close::RESTARTING);
         }
         // Sessions that registered while the snapshot was taken.
         self.close_all(close::RESTARTING);
@@ -433,6 +420,21 @@ impl Hub {
             }
         }
     }
+}
+
+/// Writes `frame` to each session; returns how many wrote it (held frames count when the
+/// hold ends).
+fn deliver(sessions: &[Arc<SessionShared>], frame: &Outbound) -> u64 {
+    let mut written = 0;
+    for session in sessions {
+        match session.wire.deliver(frame) {
+            Delivery::Written => written += 1,
+            // Counted once here; the session's task closes it with `4008`.
+            Delivery::Full => metrics::counter!("herald_gateway_slow_consumers_total").increment(1),
+            Delivery::Held | Delivery::Skipped | Delivery::Closed => {}
+        }
+    }
+    written
 }
 
 /// The close code for a session refused at join.

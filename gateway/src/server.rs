@@ -7,9 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{ConnectInfo, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{ConnectInfo, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
@@ -21,9 +20,12 @@ use herald_common::protocol::SUBPROTOCOL;
 use herald_common::ratelimit::KeyedLimiter;
 use herald_common::subjects::Subjects;
 use herald_engine::{Bus, History};
+use hyper_util::rt::TokioIo;
 use serde::Deserialize;
+use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
 
 use crate::hub::Hub;
 use crate::session;
@@ -53,8 +55,6 @@ pub(crate) struct GatewayState {
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
     pub instance: String,
-    /// `herald_gateway_frames_sent_total`, looked up once (every flush counts into it).
-    pub frames_sent: metrics::Counter,
     next_id: AtomicU64,
     connects: Option<KeyedLimiter<IpAddr>>,
 }
@@ -119,7 +119,6 @@ impl Gateway {
             shutdown,
             tracker,
             instance: format!("{:08x}", rand::random::<u32>()),
-            frames_sent: metrics::counter!("herald_gateway_frames_sent_total"),
             next_id: AtomicU64::new(1),
             connects: KeyedLimiter::new(config.limits.connects_per_s),
             config,
@@ -172,13 +171,99 @@ fn refuse(status: StatusCode, code: ErrorCode, message: String) -> Response {
     (status, axum::Json(ErrorBody::new(code, message))).into_response()
 }
 
+/// What a valid WebSocket upgrade request brings (RFC 6455 §4.2.1).
+struct Handshake {
+    accept: String,
+    /// The client offered `herald.v1`.
+    herald: bool,
+    on_upgrade: hyper::upgrade::OnUpgrade,
+}
+
+fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+impl Handshake {
+    fn check(req: &mut Request) -> Result<Handshake, &'static str> {
+        let headers = req.headers();
+        if req.method() != axum::http::Method::GET {
+            return Err("the method must be GET");
+        }
+        if !has_token(headers, header::CONNECTION, "upgrade") {
+            return Err("the Connection header must include 'upgrade'");
+        }
+        if !has_token(headers, header::UPGRADE, "websocket") {
+            return Err("the Upgrade header must be 'websocket'");
+        }
+        if headers
+            .get(header::SEC_WEBSOCKET_VERSION)
+            .map(HeaderValue::as_bytes)
+            != Some(b"13")
+        {
+            return Err("Sec-WebSocket-Version must be 13");
+        }
+        let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
+            return Err("the Sec-WebSocket-Key header is missing");
+        };
+        let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+        let herald = has_token(headers, header::SEC_WEBSOCKET_PROTOCOL, SUBPROTOCOL);
+        let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
+            return Err("this connection cannot be upgraded");
+        };
+        Ok(Handshake {
+            accept,
+            herald,
+            on_upgrade,
+        })
+    }
+
+    /// `101 Switching Protocols`, choosing `herald.v1` when the client offered it.
+    fn response(&self) -> Response {
+        let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        if let Ok(accept) = HeaderValue::from_str(&self.accept) {
+            headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+        }
+        if self.herald {
+            headers.insert(
+                header::SEC_WEBSOCKET_PROTOCOL,
+                HeaderValue::from_static(SUBPROTOCOL),
+            );
+        }
+        response
+    }
+}
+
+/// The protocol settings of every session's socket.
+fn ws_config(limits: &Limits) -> WebSocketConfig {
+    // tungstenite preallocates its read buffer per connection: client frames are small (an
+    // ack is ~60 bytes), so 256 bytes; it grows for a bigger frame. Measured in
+    // BENCHMARKS.md. The write buffer is the session's bounded queue: frames the socket has
+    // not taken wait there, and one that would pass `session_queue_bytes` closes the session
+    // as too slow (4008).
+    let write_buffer = (16 * 1024).min(limits.session_queue_bytes / 2);
+    WebSocketConfig::default()
+        .read_buffer_size(256)
+        .write_buffer_size(write_buffer)
+        .max_write_buffer_size(limits.session_queue_bytes.max(write_buffer + 1))
+        .max_frame_size(Some(limits.max_frame_bytes))
+        .max_message_size(Some(limits.max_frame_bytes))
+}
+
 async fn upgrade(
     State(gw): State<Arc<GatewayState>>,
     peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
     query: Result<Query<WsQuery>, axum::extract::rejection::QueryRejection>,
-    headers: HeaderMap,
-    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+    mut req: Request,
 ) -> Response {
+    let headers = req.headers();
     if let (Some(limiter), Some(axum::Extension(ConnectInfo(addr)))) = (&gw.connects, peer)
         && let Err(wait) = limiter.check(&addr.ip())
     {
@@ -224,12 +309,12 @@ async fn upgrade(
         Ok(claims) => claims,
         Err(e) => return unauthorized(e.to_string()),
     };
-    let ws = match ws {
-        Ok(ws) => ws,
-        Err(rejection) => {
+    let handshake = match Handshake::check(&mut req) {
+        Ok(h) => h,
+        Err(why) => {
             let body = ErrorBody::new(
                 ErrorCode::InvalidRequest,
-                format!("expected a WebSocket upgrade: {rejection}"),
+                format!("expected a WebSocket upgrade: {why}"),
             );
             return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
         }
@@ -241,22 +326,32 @@ async fn upgrade(
         );
         return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
     }
-    let limits = &gw.config.limits;
+    let response = handshake.response();
+    let config = ws_config(&gw.config.limits);
     let state = Arc::clone(&gw);
-    ws.protocols([SUBPROTOCOL])
-        // tungstenite preallocates its read buffer per connection: client frames are small
-        // (an ack is ~60 bytes), so 256 bytes; it grows for a bigger frame. Measured in
-        // BENCHMARKS.md.
-        .read_buffer_size(256)
-        .write_buffer_size(16 * 1024)
-        .max_write_buffer_size(limits.session_queue_bytes.max(64 * 1024) * 2)
-        .max_frame_size(limits.max_frame_bytes)
-        .max_message_size(limits.max_frame_bytes)
-        .on_upgrade(move |socket| {
-            // The session gets a task of its own, sized to its future alone (axum's upgrade
-            // task would also hold its own state for the session's whole life).
-            let tracker = state.tracker.clone();
-            tracker.spawn(session::run(state, socket, claims));
-            std::future::ready(())
-        })
+    tokio::spawn(async move {
+        let upgraded = match handshake.on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(e) => {
+                tracing::debug!(error = %e, "WebSocket upgrade failed");
+                return;
+            }
+        };
+        // The bare socket (src/http.rs serves hyper's HTTP/1 connection over it), so the
+        // hub can write to it directly.
+        let Ok(parts) = upgraded.downcast::<TokioIo<TcpStream>>() else {
+            tracing::error!("upgraded connection is not a TCP stream; closing it");
+            return;
+        };
+        let ws = WebSocketContext::from_partially_read(
+            parts.read_buf.to_vec(),
+            Role::Server,
+            Some(config),
+        );
+        // The session gets a task of its own, sized to its future alone (this task would
+        // also hold the upgrade's state for the session's whole life).
+        let tracker = state.tracker.clone();
+        tracker.spawn(session::run(state, parts.io.into_inner(), ws, claims));
+    });
+    response
 }
