@@ -23,6 +23,11 @@ use tungstenite::Utf8Bytes;
 
 use crate::wire::{Delivery, Outbound, Wire};
 
+/// Most bus messages the relay takes at once: what queued while it wrote the last batch
+/// goes out together, one send per session (64 × ~250 B stays under the 16 KiB at which
+/// tungstenite writes out on its own).
+const RELAY_BATCH: usize = 64;
+
 /// Payload a gateway replies with when a session acked a personal message.
 pub const ACK_REPLY: &[u8] = b"acked";
 
@@ -284,7 +289,7 @@ impl Hub {
                 });
             }
         } else if let Some(topic) = self.subjects.topic_of(&msg.subject) {
-            self.route_topic(topic, msg.payload);
+            self.route_topic(topic, std::iter::once(msg.payload));
         } else if let Some(user) = self.subjects.user_of(&msg.subject) {
             self.route_personal(&user, msg.reply, msg.payload);
         }
@@ -319,7 +324,7 @@ impl Hub {
             );
         }
         let frame = Outbound::Personal { seq, text };
-        let sent = deliver(&entry.sessions, &frame);
+        let sent = deliver(&entry.sessions, std::slice::from_ref(&frame));
         self.frames_sent.increment(sent);
     }
 
@@ -334,25 +339,47 @@ impl Hub {
         });
     }
 
-    fn route_topic(&self, topic: &str, payload: Bytes) {
-        let Some(seq) = FrameHead::parse(&payload).map(|h| h.seq) else {
+    /// Fans consecutive messages of one topic out together: each session gets them all in
+    /// one send (how a broadcaster under load coalesces instead of paying a send per frame).
+    fn route_topic(&self, topic: &str, payloads: impl Iterator<Item = Bytes>) {
+        let topic: Arc<str> = Arc::from(topic);
+        let frames: Vec<Outbound> = payloads
+            .filter_map(|payload| {
+                let seq = FrameHead::parse(&payload)?.seq;
+                let text = Utf8Bytes::try_from(payload).ok()?;
+                Some(Outbound::Topic {
+                    topic: Arc::clone(&topic),
+                    seq,
+                    text,
+                })
+            })
+            .collect();
+        if frames.is_empty() {
+            return;
+        }
+        let Some(entry) = self.topics.get(&*topic) else {
             return;
         };
-        let Ok(text) = Utf8Bytes::try_from(payload) else {
-            return;
-        };
-        let Some(entry) = self.topics.get(topic) else {
-            return;
-        };
-        let frame = Outbound::Topic {
-            topic: Arc::from(topic),
-            seq,
-            text,
-        };
-        let sent = deliver(&entry.sessions, &frame);
+        let sent = deliver(&entry.sessions, &frames);
         self.frames_sent.increment(sent);
         metrics::counter!("herald_gateway_topic_deliveries_total")
-            .increment(entry.sessions.len() as u64);
+            .increment((entry.sessions.len() * frames.len()) as u64);
+    }
+
+    /// Routes a batch of bus messages in order, topic runs together.
+    pub fn route_batch(&self, batch: &mut Vec<BusMsg>) {
+        let mut rest = batch.drain(..).peekable();
+        while let Some(msg) = rest.next() {
+            let Some(topic) = self.subjects.topic_of(&msg.subject).map(str::to_string) else {
+                self.route(msg);
+                continue;
+            };
+            let mut run = vec![msg.payload];
+            while let Some(next) = rest.next_if(|m| m.subject == msg.subject) {
+                run.push(next.payload);
+            }
+            self.route_topic(&topic, run.into_iter());
+        }
     }
 
     /// Tells every session to close with `code`.
@@ -410,11 +437,12 @@ impl Hub {
         };
         let mut sweep = tokio::time::interval(Duration::from_secs(5));
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut batch = Vec::with_capacity(RELAY_BATCH);
         loop {
             tokio::select! {
-                msg = rx.recv() => match msg {
-                    Some(msg) => self.route(msg),
-                    None => break,
+                n = rx.recv_many(&mut batch, RELAY_BATCH) => match n {
+                    0 => break,
+                    _ => self.route_batch(&mut batch),
                 },
                 _ = sweep.tick() => self.sweep_acks(Duration::from_millis(herald_common::api::MAX_ACK_TIMEOUT_MS)),
             }
@@ -422,16 +450,18 @@ impl Hub {
     }
 }
 
-/// Writes `frame` to each session; returns how many wrote it (held frames count when the
-/// hold ends).
-fn deliver(sessions: &[Arc<SessionShared>], frame: &Outbound) -> u64 {
+/// Writes `frames` to each session (one send per session); returns the frames written
+/// (held frames count when the hold ends).
+fn deliver(sessions: &[Arc<SessionShared>], frames: &[Outbound]) -> u64 {
     let mut written = 0;
     for session in sessions {
-        match session.wire.deliver(frame) {
-            Delivery::Written => written += 1,
+        match session.wire.deliver(frames) {
+            Ok(n) => written += n,
             // Counted once here; the session's task closes it with `4008`.
-            Delivery::Full => metrics::counter!("herald_gateway_slow_consumers_total").increment(1),
-            Delivery::Held | Delivery::Skipped | Delivery::Closed => {}
+            Err(Delivery::Full) => {
+                metrics::counter!("herald_gateway_slow_consumers_total").increment(1)
+            }
+            Err(Delivery::Closed) => {}
         }
     }
     written

@@ -55,15 +55,9 @@ impl Outbound {
     }
 }
 
-/// What became of a frame offered to a session.
+/// Why frames offered to a session were not written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delivery {
-    /// Written to the socket, or queued behind what the socket has not taken yet.
-    Written,
-    /// Held until the session's replay ends.
-    Held,
-    /// Already sent (a replay covered it) or for a topic the session has left.
-    Skipped,
     /// Over the session's byte bound: it closes with `4008`.
     Full,
     /// The session is closing.
@@ -273,41 +267,60 @@ impl Wire {
         self.state.lock().map_err(|_| WireError::Closed)
     }
 
-    /// The fan-out path: writes `item` now (or holds it during a replay). Never waits.
-    pub fn deliver(&self, item: &Outbound) -> Delivery {
+    /// The fan-out path: writes `items` now, in order, with one send for all of them (or
+    /// holds them during a replay). Never waits. Returns how many were written.
+    pub fn deliver(&self, items: &[Outbound]) -> Result<u64, Delivery> {
         let Ok(mut st) = self.lock() else {
-            return Delivery::Closed;
+            return Err(Delivery::Closed);
         };
         if st.close.is_some() {
-            return Delivery::Closed;
+            return Err(Delivery::Closed);
         }
         if st.holding {
-            let cost = item.cost();
+            let cost: usize = items.iter().map(Outbound::cost).sum();
             if st.held_bytes + cost > self.max_held {
-                return self.overflow(st);
+                return Err(self.overflow(st));
             }
             st.held_bytes += cost;
-            st.held.push(item.clone());
-            return Delivery::Held;
+            st.held.extend_from_slice(items);
+            return Ok(0);
         }
-        if !st.fresh(item) {
-            return Delivery::Skipped;
+        let mut written = 0;
+        for item in items {
+            if !st.fresh(item) {
+                continue;
+            }
+            match st.write(Message::Text(item.text().clone()), false) {
+                Ok(_) => written += 1,
+                Err(WireError::Full) => return Err(self.overflow(st)),
+                Err(_) => return Err(self.broken(st)),
+            }
         }
-        match st.write(Message::Text(item.text().clone()), true) {
-            Ok(Flushed::Done) => Delivery::Written,
+        if written == 0 {
+            return Ok(0);
+        }
+        let flushed = if st.pending {
+            Ok(Flushed::Pending)
+        } else {
+            st.flush()
+        };
+        match flushed {
+            Ok(Flushed::Done) => Ok(written),
             Ok(Flushed::Pending) => {
                 drop(st);
                 self.notify.notify_one();
-                Delivery::Written
+                Ok(written)
             }
-            Err(WireError::Full) => self.overflow(st),
-            Err(_) => {
-                st.close.get_or_insert(close::SLOW_CONSUMER);
-                drop(st);
-                self.notify.notify_one();
-                Delivery::Closed
-            }
+            Err(_) => Err(self.broken(st)),
         }
+    }
+
+    /// The socket failed: have the task end the session.
+    fn broken(&self, mut st: MutexGuard<'_, State>) -> Delivery {
+        st.close.get_or_insert(close::SLOW_CONSUMER);
+        drop(st);
+        self.notify.notify_one();
+        Delivery::Closed
     }
 
     /// The client is too slow: drop what is held and have the task close with `4008`.
@@ -523,20 +536,18 @@ mod tests {
     #[tokio::test]
     async fn writes_live_frames_at_once_and_skips_what_the_session_has() {
         let (wire, _server, mut client) = pair(1 << 20).await;
-        assert_eq!(
-            wire.deliver(&topic(1, "a")),
-            Delivery::Skipped,
-            "not joined"
-        );
+        assert_eq!(wire.deliver(&[topic(1, "a")]), Ok(0), "not joined");
         wire.join_topic(Arc::from("news"), 1);
+        assert_eq!(wire.deliver(&[topic(1, "a")]), Ok(0), "seq 1 is had");
+        assert_eq!(wire.deliver(&[topic(2, "bc")]), Ok(1));
+        // A batch goes out together; a seq the session has is skipped within it.
+        let batch = [topic(3, "d"), topic(3, "d"), topic(4, "e")];
+        assert_eq!(wire.deliver(&batch), Ok(2));
+        // Unmasked server text frames: 0x81, length, payload.
         assert_eq!(
-            wire.deliver(&topic(1, "a")),
-            Delivery::Skipped,
-            "seq 1 is had"
+            read_text(&mut client, 10).await,
+            b"\x81\x02bc\x81\x01d\x81\x01e"
         );
-        assert_eq!(wire.deliver(&topic(2, "bc")), Delivery::Written);
-        // An unmasked server text frame: 0x81, length, payload.
-        assert_eq!(read_text(&mut client, 4).await, b"\x81\x02bc");
     }
 
     #[tokio::test]
@@ -544,8 +555,8 @@ mod tests {
         let (wire, server, mut client) = pair(1 << 20).await;
         wire.hold();
         wire.join_topic(Arc::from("news"), 0);
-        assert_eq!(wire.deliver(&topic(2, "2")), Delivery::Held);
-        assert_eq!(wire.deliver(&topic(3, "3")), Delivery::Held);
+        assert_eq!(wire.deliver(&[topic(2, "2")]), Ok(0));
+        assert_eq!(wire.deliver(&[topic(3, "3")]), Ok(0));
         // The replay covers seqs 1 and 2.
         wire.send(
             &server,
@@ -570,9 +581,9 @@ mod tests {
         let mut seq = 0;
         let outcome = loop {
             seq += 1;
-            match wire.deliver(&topic(seq, &big)) {
-                Delivery::Written => continue,
-                other => break other,
+            match wire.deliver(&[topic(seq, &big)]) {
+                Ok(_) => continue,
+                Err(other) => break other,
             }
         };
         assert_eq!(outcome, Delivery::Full);
@@ -580,7 +591,10 @@ mod tests {
         let signal = wire.signal();
         assert_eq!(signal.close, Some(close::SLOW_CONSUMER));
         assert!(signal.pending);
-        assert_eq!(wire.deliver(&topic(seq + 1, "late")), Delivery::Closed);
+        assert_eq!(
+            wire.deliver(&[topic(seq + 1, "late")]),
+            Err(Delivery::Closed)
+        );
         assert_eq!(
             wire.finish(&server, Duration::from_millis(50)).await,
             Err(WireError::Stalled)
