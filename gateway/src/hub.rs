@@ -357,13 +357,15 @@ impl Hub {
         if frames.is_empty() {
             return;
         }
-        let Some(entry) = self.topics.get(&*topic) else {
+        // A snapshot, so the map's shard is not locked while every socket is written (a
+        // session joining or leaving meanwhile would block its worker thread).
+        let Some(sessions) = self.topics.get(&*topic).map(|e| e.sessions.clone()) else {
             return;
         };
-        let sent = deliver(&entry.sessions, &frames);
+        let sent = deliver(&sessions, &frames);
         self.frames_sent.increment(sent);
         metrics::counter!("herald_gateway_topic_deliveries_total")
-            .increment((entry.sessions.len() * frames.len()) as u64);
+            .increment((sessions.len() * frames.len()) as u64);
     }
 
     /// Routes a batch of bus messages in order, topic runs together.

@@ -287,7 +287,15 @@ impl Session {
                 .await
             }
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => Ok(()),
-            Message::Close(_) => Err(End::Gone),
+            Message::Close(_) => {
+                // tungstenite has queued the reply to the client's close: send it, briefly.
+                let _ = self
+                    .shared
+                    .wire
+                    .send(socket, [], Duration::from_millis(200))
+                    .await;
+                Err(End::Gone)
+            }
         }
     }
 
