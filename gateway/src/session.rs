@@ -219,8 +219,8 @@ impl Session {
     async fn on_signal(&mut self, socket: &TcpStream) -> Step {
         let signal = self.shared.wire.signal();
         match signal.close {
+            // Counted by the hub when the frame did not fit.
             Some(code) if code == close::SLOW_CONSUMER => {
-                metrics::counter!("herald_gateway_slow_consumers_total").increment(1);
                 return Err(End::Close(code, "slow consumer"));
             }
             Some(code) if code == close::RESTARTING => {
