@@ -30,6 +30,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::ordering::{Turn, Turns};
+
 use herald_engine::{JobQueue, Lease, Settle};
 
 use crate::channels::{AttemptResult, Channels, Delivery};
@@ -69,6 +71,7 @@ pub struct Pipeline {
     alerts: crate::alerts::Alerts,
     stats: Counters,
     config: PipelineConfig,
+    turns: Arc<Turns>,
 }
 
 /// What this dispatcher has done since it started (`GET /v1/stats`).
@@ -129,6 +132,7 @@ impl Pipeline {
             alerts: crate::alerts::Alerts::new(config.alerts.clone()),
             stats: Counters::default(),
             config,
+            turns: Arc::default(),
         })
     }
 
@@ -145,7 +149,14 @@ impl Pipeline {
             move |lease: Lease| {
                 let me = Arc::clone(&me);
                 let span = tracing::info_span!("deliver", message_id = %lease.job.message.id, idx = lease.job.state.idx);
-                async move { me.deliver(lease).await }.instrument(span)
+                // Taken here, in the order the queue hands jobs out.
+                let turn = lease
+                    .job
+                    .message
+                    .recipients
+                    .get(lease.job.state.idx as usize)
+                    .map(|r| me.turns.take(&r.user_id));
+                async move { me.deliver(lease, turn).await }.instrument(span)
             },
             shutdown,
             tracker,
@@ -245,15 +256,21 @@ impl Pipeline {
     }
 
     /// Runs one recipient's delivery until it finishes or waits for a retry.
-    async fn deliver(self: Arc<Self>, lease: Lease) {
+    async fn deliver(self: Arc<Self>, lease: Lease, turn: Option<Turn>) {
         let message = Arc::clone(&lease.job.message);
         let st = lease.job.state.clone();
-        let settle = self.run_job(&message, st).await;
+        let settle = match turn {
+            Some(turn) => self.run_job(&message, st, &turn).await,
+            None => {
+                tracing::error!(message_id = %message.id, idx = st.idx, "job for an unknown recipient");
+                Settle::Done
+            }
+        };
         lease.settle(settle).await;
     }
 
     /// The delivery loop of one recipient; says how its lease ends.
-    async fn run_job(&self, message: &Arc<MessageRecord>, mut st: JobState) -> Settle {
+    async fn run_job(&self, message: &Arc<MessageRecord>, mut st: JobState, turn: &Turn) -> Settle {
         let Some(recipient) = message.recipients.get(st.idx as usize) else {
             tracing::error!(message_id = %message.id, idx = st.idx, "job for an unknown recipient");
             return Settle::Done;
@@ -309,6 +326,10 @@ impl Pipeline {
                     false => unrecorded(recorded),
                 };
             };
+            if kind == ChannelKind::InApp {
+                // Inbox seqs in the order the jobs were taken (see `Turns`).
+                turn.wait().await;
+            }
             if profile.is_none() {
                 match self.store.user(&recipient.user_id).await {
                     Ok(p) => profile = Some(p),
@@ -327,6 +348,7 @@ impl Pipeline {
                     idx: st.idx,
                     recipient,
                     profile: profile_ref,
+                    turn,
                 };
                 channel.attempt(&delivery).await
             } else {
@@ -335,6 +357,9 @@ impl Pipeline {
                     format!("channel {kind} is not configured"),
                 )
             };
+            // Past the first attempt, whatever its channel: later jobs need not wait for
+            // this one's retries or fallbacks.
+            turn.pass();
             let at = now_ms();
             metrics::counter!("herald_attempts_total", "channel" => kind.as_str(), "outcome" => result.outcome.as_str())
                 .increment(1);

@@ -246,13 +246,12 @@ fn ws_config(limits: &Limits) -> WebSocketConfig {
     // tungstenite preallocates its read buffer per connection: client frames are small (an
     // ack is ~60 bytes), so 256 bytes; it grows for a bigger frame. Measured in
     // BENCHMARKS.md. The write buffer is the session's bounded queue: frames the socket has
-    // not taken wait there, and one that would pass `session_queue_bytes` closes the session
-    // as too slow (4008).
-    let write_buffer = (16 * 1024).min(limits.session_queue_bytes / 2);
+    // not taken wait there, and a backlog that would pass `session_queue_bytes` closes the
+    // session as too slow (4008; counted by the wire, with room here for one more frame).
     WebSocketConfig::default()
         .read_buffer_size(256)
-        .write_buffer_size(write_buffer)
-        .max_write_buffer_size(limits.session_queue_bytes.max(write_buffer + 1))
+        .write_buffer_size(16 * 1024)
+        .max_write_buffer_size(limits.session_queue_bytes + crate::wire::FRAME_ROOM)
         .max_frame_size(Some(limits.max_frame_bytes))
         .max_message_size(Some(limits.max_frame_bytes))
 }

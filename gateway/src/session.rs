@@ -286,13 +286,15 @@ impl Session {
                 )
                 .await
             }
-            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => Ok(()),
+            // tungstenite has queued the pong: send it now, not with the next frame.
+            Message::Ping(_) => self.send_all(socket, std::iter::empty()).await,
+            Message::Pong(_) | Message::Frame(_) => Ok(()),
             Message::Close(_) => {
                 // tungstenite has queued the reply to the client's close: send it, briefly.
                 let _ = self
                     .shared
                     .wire
-                    .send(socket, [], Duration::from_millis(200))
+                    .send(socket, std::iter::empty(), Duration::from_millis(200))
                     .await;
                 Err(End::Gone)
             }

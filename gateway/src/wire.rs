@@ -29,6 +29,10 @@ use tungstenite::{Message, Utf8Bytes};
 /// Personal seqs remembered per session to keep "each id at most once" across a resume.
 const SENT_MEMORY: usize = 512;
 
+/// Room in tungstenite's write buffer beyond a session's backlog bound: the largest frame
+/// Herald writes (a message is at most `MAX_BODY_BYTES` of JSON, plus its envelope).
+pub const FRAME_ROOM: usize = 2 * herald_common::api::MAX_BODY_BYTES;
+
 /// One frame for a session, already encoded and shared between sessions.
 #[derive(Debug, Clone)]
 pub enum Outbound {
@@ -156,6 +160,10 @@ struct State {
     held_bytes: usize,
     /// The write buffer holds bytes the socket has not taken.
     pending: bool,
+    /// Bytes of the frames added while `pending`: the backlog the bound applies to (a
+    /// frame that finds the socket keeping up goes out whatever its size).
+    backlog: usize,
+    max_backlog: usize,
     /// Set once: the close code the session must end with.
     close: Option<u16>,
     topics: Topics,
@@ -179,10 +187,15 @@ impl State {
 
     /// Buffers `msg` and, unless `flush` is false or bytes already wait, writes it out.
     fn write(&mut self, msg: Message, flush: bool) -> Result<Flushed, WireError> {
+        let len = msg.len();
+        if self.pending && self.backlog + len > self.max_backlog {
+            return Err(WireError::Full);
+        }
         let State {
             ws,
             socket,
             pending,
+            backlog,
             ..
         } = self;
         let Some(socket) = socket else {
@@ -193,19 +206,20 @@ impl State {
         if written.is_ok() && flush && !*pending {
             written = ws.flush(&mut io);
         }
-        match written {
-            Ok(()) => Ok(if *pending {
-                Flushed::Pending
-            } else {
-                Flushed::Done
-            }),
+        let flushed = match written {
+            Ok(()) if *pending => Flushed::Pending,
+            Ok(()) => Flushed::Done,
             Err(e) if would_block(&e) => {
                 *pending = true;
-                Ok(Flushed::Pending)
+                Flushed::Pending
             }
-            Err(tungstenite::Error::WriteBufferFull(_)) => Err(WireError::Full),
-            Err(_) => Err(WireError::Closed),
+            Err(tungstenite::Error::WriteBufferFull(_)) => return Err(WireError::Full),
+            Err(_) => return Err(WireError::Closed),
+        };
+        if flushed == Flushed::Pending {
+            *backlog += len;
         }
+        Ok(flushed)
     }
 
     /// Writes out what the buffer holds.
@@ -217,6 +231,7 @@ impl State {
         match ws.flush(&mut Io(socket)) {
             Ok(()) => {
                 self.pending = false;
+                self.backlog = 0;
                 Ok(Flushed::Done)
             }
             Err(e) if would_block(&e) => {
@@ -239,13 +254,14 @@ fn mark_sent(sent: &mut BTreeSet<u64>, seq: u64) -> bool {
 pub struct Wire {
     state: Mutex<State>,
     notify: Notify,
-    /// Most bytes held during a replay (the write buffer has its own bound, the same).
-    max_held: usize,
+    /// Most bytes waiting for the socket, or held during a replay.
+    max_backlog: usize,
 }
 
 impl Wire {
-    /// `ws` is the protocol state after the handshake (with whatever the client sent along).
-    pub fn new(ws: WebSocketContext, socket: Arc<TcpStream>, max_held: usize) -> Self {
+    /// `ws` is the protocol state after the handshake (with whatever the client sent along);
+    /// its `max_write_buffer_size` must leave room for `max_backlog` plus the largest frame.
+    pub fn new(ws: WebSocketContext, socket: Arc<TcpStream>, max_backlog: usize) -> Self {
         Wire {
             state: Mutex::new(State {
                 ws,
@@ -254,12 +270,14 @@ impl Wire {
                 held: Vec::new(),
                 held_bytes: 0,
                 pending: false,
+                backlog: 0,
+                max_backlog,
                 close: None,
                 topics: Topics::default(),
                 sent: BTreeSet::new(),
             }),
             notify: Notify::new(),
-            max_held,
+            max_backlog,
         }
     }
 
@@ -278,7 +296,7 @@ impl Wire {
         }
         if st.holding {
             let cost: usize = items.iter().map(Outbound::cost).sum();
-            if st.held_bytes + cost > self.max_held {
+            if !st.held.is_empty() && st.held_bytes + cost > self.max_backlog {
                 return Err(self.overflow(st));
             }
             st.held_bytes += cost;
@@ -509,7 +527,7 @@ mod tests {
         let server = Arc::new(accepted.unwrap().0);
         let config = tungstenite::protocol::WebSocketConfig::default()
             .write_buffer_size(0)
-            .max_write_buffer_size(max);
+            .max_write_buffer_size(max + FRAME_ROOM);
         let ws = WebSocketContext::new(Role::Server, Some(config));
         (
             Wire::new(ws, Arc::clone(&server), max),
@@ -571,6 +589,19 @@ mod tests {
             read_text(&mut client, 9).await,
             b"\x81\x011\x81\x012\x81\x013"
         );
+    }
+
+    #[tokio::test]
+    async fn a_frame_over_the_bound_still_reaches_a_client_that_keeps_up() {
+        let (wire, _server, mut client) = pair(1024).await;
+        wire.join_topic(Arc::from("news"), 0);
+        let big = "x".repeat(4000);
+        for seq in 1..=3 {
+            assert_eq!(wire.deliver(&[topic(seq, &big)]), Ok(1));
+            // 0x81, 126, a 16-bit length, the payload.
+            let frame = read_text(&mut client, 4 + big.len()).await;
+            assert_eq!(&frame[..4], &[0x81, 126, 0x0f, 0xa0]);
+        }
     }
 
     #[tokio::test]

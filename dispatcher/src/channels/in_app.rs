@@ -56,11 +56,13 @@ impl Channel for InApp {
                 }
             };
             let frame = MessageFrame::new(&content, None, seq).encode();
-            match self
+            let asked = self
                 .bus
                 .request(&self.subjects.user(user), Bytes::from(frame))
-                .await
-            {
+                .await;
+            // The frame has its seq and is on its way: the next job for this user may go.
+            d.turn.pass();
+            match asked {
                 Ok(pending) => pending,
                 Err(e) => return AttemptResult::new(Outcome::TransientError, format!("bus: {e}")),
             }

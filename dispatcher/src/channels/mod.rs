@@ -18,6 +18,9 @@ pub struct Delivery<'a> {
     pub idx: u32,
     pub recipient: &'a RecipientRecord,
     pub profile: Option<&'a UserProfile>,
+    /// This job's turn among the recipient's jobs (in-app passes it once its frame is
+    /// appended and published; the pipeline passes it after any other first attempt).
+    pub turn: &'a crate::ordering::Turn,
 }
 
 impl Delivery<'_> {
