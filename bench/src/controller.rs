@@ -633,15 +633,21 @@ fn ms(h: &Histogram<u64>, q: f64) -> f64 {
 
 async fn fanout(system: System, opts: &Options) -> anyhow::Result<FanoutResult> {
     progress(&format!("{}: starting", system.name()));
-    // One retry: a server that did not come up (say, a port taken meanwhile) gets new ports.
-    let mut server = match start(system, opts).await {
-        Ok(s) => s,
-        Err(e) => {
-            progress(&format!(
-                "{}: did not start ({e:#}); retrying",
-                system.name()
-            ));
-            start(system, opts).await?
+    // Retries: a server that did not come up (say, a port it was given is still held by a
+    // closed connection: libwebsockets, under mosquitto, binds without SO_REUSEADDR) gets
+    // new ports.
+    let mut attempt = 1;
+    let mut server = loop {
+        match start(system, opts).await {
+            Ok(s) => break s,
+            Err(e) if attempt < 4 => {
+                progress(&format!(
+                    "{}: did not start ({e:#}); retrying",
+                    system.name()
+                ));
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
         }
     };
     let pid = server.child.id().unwrap_or(0);
