@@ -1,9 +1,12 @@
 //! Per-key ordering: the seq of a user's inbox or a topic's history must reach the bus in
 //! seq order, so "append, then publish" runs under a lock striped by key.
 
+use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use tokio::sync::{Mutex, MutexGuard};
+use tokio::sync::{Mutex, MutexGuard, oneshot};
 
 pub struct OrderLocks {
     stripes: Vec<Mutex<()>>,
@@ -32,20 +35,14 @@ impl OrderLocks {
 #[derive(Default)]
 pub struct Turns {
     /// The last turn taken per key, while it has not passed.
-    last: std::sync::Mutex<std::collections::HashMap<String, (u64, oneshot::Receiver<()>)>>,
-    next_id: std::sync::atomic::AtomicU64,
+    last: std::sync::Mutex<HashMap<String, (u64, oneshot::Receiver<()>)>>,
+    next_id: AtomicU64,
 }
-
-use std::sync::Arc;
-
-use tokio::sync::oneshot;
 
 impl Turns {
     /// Takes the next turn for `key`. Call in queue order (not from a spawned task).
     pub fn take(self: &Arc<Self>, key: &str) -> Turn {
-        let id = self
-            .next_id
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (done, passed) = oneshot::channel();
         let prev = match self.last.lock() {
             Ok(mut last) => last.insert(key.to_string(), (id, passed)).map(|(_, rx)| rx),
