@@ -30,11 +30,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::ordering::{Turn, Turns};
-
 use herald_engine::{JobQueue, Lease, Settle};
 
 use crate::channels::{AttemptResult, Channels, Delivery};
+use crate::ordering::{Turn, Turns};
 
 /// How long a job waits before retrying when its step could not be recorded.
 const STORE_RETRY_MS: i64 = 5000;
@@ -149,13 +148,14 @@ impl Pipeline {
             move |lease: Lease| {
                 let me = Arc::clone(&me);
                 let span = tracing::info_span!("deliver", message_id = %lease.job.message.id, idx = lease.job.state.idx);
-                // Taken here, in the order the queue hands jobs out.
-                let turn = lease
+                // Taken here, in the order the queue hands jobs out (an unknown recipient,
+                // which `run_job` reports, takes a turn of its own).
+                let user = lease
                     .job
                     .message
                     .recipients
-                    .get(lease.job.state.idx as usize)
-                    .map(|r| me.turns.take(&r.user_id));
+                    .get(lease.job.state.idx as usize);
+                let turn = me.turns.take(user.map_or("", |r| r.user_id.as_str()));
                 async move { me.deliver(lease, turn).await }.instrument(span)
             },
             shutdown,
@@ -256,16 +256,10 @@ impl Pipeline {
     }
 
     /// Runs one recipient's delivery until it finishes or waits for a retry.
-    async fn deliver(self: Arc<Self>, lease: Lease, turn: Option<Turn>) {
+    async fn deliver(self: Arc<Self>, lease: Lease, turn: Turn) {
         let message = Arc::clone(&lease.job.message);
         let st = lease.job.state.clone();
-        let settle = match turn {
-            Some(turn) => self.run_job(&message, st, &turn).await,
-            None => {
-                tracing::error!(message_id = %message.id, idx = st.idx, "job for an unknown recipient");
-                Settle::Done
-            }
-        };
+        let settle = self.run_job(&message, st, &turn).await;
         lease.settle(settle).await;
     }
 

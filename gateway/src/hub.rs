@@ -372,7 +372,7 @@ impl Hub {
     pub fn route_batch(&self, batch: &mut Vec<BusMsg>) {
         let mut rest = batch.drain(..).peekable();
         while let Some(msg) = rest.next() {
-            let Some(topic) = self.subjects.topic_of(&msg.subject).map(str::to_string) else {
+            let Some(topic) = self.subjects.topic_of(&msg.subject) else {
                 self.route(msg);
                 continue;
             };
@@ -380,7 +380,7 @@ impl Hub {
             while let Some(next) = rest.next_if(|m| m.subject == msg.subject) {
                 run.push(next.payload);
             }
-            self.route_topic(&topic, run.into_iter());
+            self.route_topic(topic, run.into_iter());
         }
     }
 

@@ -110,6 +110,19 @@ fn session_id(gw: &GatewayState, id: u64) -> String {
     format!("{}-{id:x}", gw.instance)
 }
 
+/// How a session ends when its wire cannot write.
+fn end_of(e: WireError) -> End {
+    match e {
+        // The peer took nothing for too long: it is gone (no close frame would get through).
+        WireError::Stalled => {
+            metrics::counter!("herald_gateway_slow_consumers_total").increment(1);
+            End::Gone
+        }
+        WireError::Full => End::Close(close::SLOW_CONSUMER, "slow consumer"),
+        WireError::Closed => End::Gone,
+    }
+}
+
 fn text_of(frame: &ServerFrame) -> Message {
     Message::Text(frame.encode().into())
 }
@@ -238,14 +251,11 @@ impl Session {
     /// Waits until the socket has taken what is buffered; a peer that stops reading must
     /// not pin this task forever.
     async fn finish(&self, socket: &TcpStream) -> Step {
-        match self.shared.wire.finish(socket, self.patience()).await {
-            Ok(()) => Ok(()),
-            Err(WireError::Stalled) => {
-                metrics::counter!("herald_gateway_slow_consumers_total").increment(1);
-                Err(End::Gone)
-            }
-            Err(_) => Err(End::Gone),
-        }
+        self.shared
+            .wire
+            .finish(socket, self.patience())
+            .await
+            .map_err(end_of)
     }
 
     /// Handles every message the socket has now.
@@ -354,22 +364,17 @@ impl Session {
                 }
                 Ok(())
             }
-            Err(WireError::Full) => Err(End::Close(close::SLOW_CONSUMER, "slow consumer")),
-            Err(_) => Err(End::Gone),
+            Err(e) => Err(end_of(e)),
         }
     }
 
     /// Writes the task's own frames, waiting while the socket is full.
     async fn send_all(&self, socket: &TcpStream, msgs: impl IntoIterator<Item = Message>) -> Step {
-        match self.shared.wire.send(socket, msgs, self.patience()).await {
-            Ok(()) => Ok(()),
-            Err(WireError::Stalled) => {
-                metrics::counter!("herald_gateway_slow_consumers_total").increment(1);
-                Err(End::Gone)
-            }
-            Err(WireError::Full) => Err(End::Close(close::SLOW_CONSUMER, "slow consumer")),
-            Err(WireError::Closed) => Err(End::Gone),
-        }
+        self.shared
+            .wire
+            .send(socket, msgs, self.patience())
+            .await
+            .map_err(end_of)
     }
 
     async fn send(&self, socket: &TcpStream, frame: &ServerFrame) -> Step {
