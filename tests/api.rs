@@ -151,6 +151,70 @@ async fn every_error_is_json_with_its_status(engine: Engine) {
     );
 }
 
+/// An early answer (given before the body was read) leaves the keep-alive connection
+/// usable: the rest of a body up to 1 MiB is drained and the next request is served on the
+/// same connection; past that (or of unknown length) the answer says `Connection: close`
+/// and the server closes cleanly after it.
+async fn early_answers_leave_the_connection_usable(engine: Engine) {
+    use support::rawhttp::{Conn, request};
+    let h = Herald::on(engine).start();
+    let addr = h.addr;
+    let key = format!("Bearer {}", support::API_KEY);
+    tokio::task::spawn_blocking(move || {
+        let auth = ("authorization", key.as_str());
+        let json = ("content-type", "application/json");
+        let big = format!("{{\"to\":[\"a\"],\"title\":\"{}\"}}", "x".repeat(300 * 1024));
+        let cases: Vec<(Vec<u8>, u16, &str)> = vec![
+            (request("POST", "/v1/messages", &[auth, json], big.as_bytes()), 413, "too_large"),
+            (request("POST", "/v1/messages", &[json], &[b'{'; 10_000]), 401, "unauthorized"),
+            (request("POST", "/v1/messages", &[auth, ("content-type", "text/plain")], &[b'x'; 20_000]), 415, "unsupported_media_type"),
+            (request("POST", "/v1/nothing-here", &[auth, json], &[b'{'; 5_000]), 404, "not_found"),
+            (request("DELETE", "/v1/messages", &[auth, json], &[b'{'; 5_000]), 405, "method_not_allowed"),
+            (request("POST", "/v1/messages", &[auth, json], b"{\"to\":"), 400, "invalid_request"),
+        ];
+        let mut conn = Conn::open(addr);
+        for (req, status, code) in cases {
+            conn.write(&req).expect("the connection takes the request");
+            let answer = conn.read_answer().expect("an answer on the same connection");
+            assert_eq!(answer.status, status, "{answer:?}");
+            assert_eq!(answer.json()["error"]["code"], code, "{answer:?}");
+            assert!(!answer.closes(), "a drained body keeps the connection: {answer:?}");
+            conn.write(&request("GET", "/healthz", &[], b"")).expect("next request");
+            let next = conn.read_answer().expect("the next request is served");
+            assert_eq!(next.status, 200, "{next:?}");
+        }
+
+        // Of unknown length (chunked) and over the limit: answered, then closed cleanly.
+        let mut conn = Conn::open(addr);
+        let mut chunked = b"POST /v1/messages HTTP/1.1\r\nhost: herald\r\ncontent-type: application/json\r\n".to_vec();
+        chunked.extend_from_slice(format!("authorization: {key}\r\ntransfer-encoding: chunked\r\n\r\n").as_bytes());
+        for _ in 0..40 {
+            chunked.extend_from_slice(format!("{:x}\r\n{}\r\n", 8192, "y".repeat(8192)).as_bytes());
+        }
+        chunked.extend_from_slice(b"0\r\n\r\n");
+        conn.write(&chunked).expect("send chunked");
+        let answer = conn.read_answer().expect("the 413 arrives whole");
+        assert_eq!(answer.status, 413, "{answer:?}");
+        assert_eq!(answer.json()["error"]["code"], "too_large");
+        assert!(answer.closes(), "an undrained body means Connection: close: {answer:?}");
+        assert!(conn.is_closed_by_server(), "and the server closes after it");
+
+        // Declared far over the drain limit: answered at once, and the answer says close.
+        let mut conn = Conn::open(addr);
+        let head = format!("POST /v1/messages HTTP/1.1\r\nhost: herald\r\ncontent-type: application/json\r\nauthorization: {key}\r\ncontent-length: {}\r\n\r\n", 8 * 1024 * 1024);
+        conn.write(head.as_bytes()).expect("send head");
+        conn.write(&[b' '; 4096]).expect("a little of the body");
+        let answer = conn.read_answer().expect("the 413 arrives before the body");
+        assert_eq!(answer.status, 413, "{answer:?}");
+        assert!(answer.closes(), "{answer:?}");
+        assert!(conn.is_closed_by_server());
+    })
+    .await
+    .expect("raw HTTP checks");
+    // The server is still serving everyone.
+    assert_eq!(h.api().get("/healthz").await.status, 200);
+}
+
 async fn idempotency_keys_send_once_and_refuse_a_changed_body(engine: Engine) {
     let smtp = Smtp::start();
     let h = Herald::on(engine)
@@ -352,6 +416,7 @@ async fn operations_endpoints(engine: Engine) {
 }
 
 on_both_engines!(
+    early_answers_leave_the_connection_usable,
     every_error_is_json_with_its_status,
     idempotency_keys_send_once_and_refuse_a_changed_body,
     users_can_be_stored_read_and_deleted,

@@ -5,6 +5,7 @@
 
 pub mod mail;
 pub mod nats;
+pub mod rawhttp;
 pub mod resilient;
 pub mod ws;
 
