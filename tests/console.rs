@@ -23,14 +23,15 @@ fn the_console_sends_a_message_and_watches_it_arrive_and_be_delivered() {
         .trim()
         .to_string();
     let browser_dir = root.join("tests/browser");
-    if !browser_dir.join("node_modules/playwright-core").exists() {
-        let ok = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund"])
-            .current_dir(&browser_dir)
-            .status()
-            .unwrap();
-        assert!(ok.success(), "npm ci in tests/browser");
-    }
+    let npm = Command::new(root.join("deploy/fetch-npm.sh"))
+        .arg(&browser_dir)
+        .output()
+        .unwrap();
+    assert!(
+        npm.status.success(),
+        "npm ci in tests/browser: {}",
+        String::from_utf8_lossy(&npm.stderr)
+    );
     let h = Herald::start();
     let out = Command::new("node")
         .arg("console.mjs")

@@ -419,27 +419,19 @@ fn nats_server_bin() -> PathBuf {
     }
 }
 
-/// mosquitto from Debian's packages, fetched without root by deploy/fetch-deb.sh.
+/// mosquitto from Debian's packages, fetched without root by deploy/fetch-mosquitto.sh.
 fn mosquitto_bin() -> anyhow::Result<(PathBuf, PathBuf)> {
-    let dest = crate::root().join(".tools/mosquitto");
-    let exe = dest.join("root/usr/sbin/mosquitto");
-    if !exe.exists() {
-        let ok = std::process::Command::new(crate::root().join("deploy/fetch-deb.sh"))
-            .arg(&dest)
-            .args([
-                "mosquitto",
-                "libmosquitto1",
-                "libwebsockets17",
-                "libcjson1",
-                "libev4",
-                "libuv1",
-                "libwrap0",
-                "libdlt2",
-            ])
-            .status()?;
-        anyhow::ensure!(ok.success(), "could not fetch mosquitto");
-    }
-    Ok((exe, dest.join("root/usr/lib/x86_64-linux-gnu")))
+    let out = std::process::Command::new(crate::root().join("deploy/fetch-mosquitto.sh"))
+        .stderr(std::process::Stdio::inherit())
+        .output()?;
+    anyhow::ensure!(out.status.success(), "could not fetch mosquitto");
+    let exe = PathBuf::from(String::from_utf8(out.stdout)?.trim());
+    let libs = exe
+        .ancestors()
+        .nth(3)
+        .map(|root| root.join("usr/lib/x86_64-linux-gnu"))
+        .ok_or_else(|| anyhow::anyhow!("unexpected mosquitto path {}", exe.display()))?;
+    Ok((exe, libs))
 }
 
 struct Worker {
