@@ -29,8 +29,12 @@ export interface ConnectOptions {
   autoAck?: boolean;
   /** Replay the retained inbox on the very first connect (default false). */
   replayOnFirstConnect?: boolean;
+  /** Reconnect backoff: exponential from this (default 250 ms)… */
   minBackoffMs?: number;
+  /** …up to this (default 15 s), with full jitter. */
   maxBackoffMs?: number;
+  /** After a `1012` (server restarting), retries stay under this until connected (default 2 s). */
+  restartBackoffMaxMs?: number;
   /** Refresh the token this long before it expires (default 30 s). */
   refreshBeforeMs?: number;
   /** How many recent ids to remember for de-duplication (default 2000). */
@@ -47,8 +51,12 @@ export interface HeraldEvents {
   subscribed: CustomEvent<{ topic: string; seq: number; replayed?: number; complete?: boolean }>;
   unsubscribed: CustomEvent<{ topic: string }>;
   error: CustomEvent<{ code: string; message?: string; topic?: string }>;
-  close: CustomEvent<{ code: number; reason: string; willReconnect: boolean }>;
+  /** `delayMs`: when the next connect is tried (null: it is not). */
+  close: CustomEvent<{ code: number; reason: string; willReconnect: boolean; delayMs: number | null }>;
 }
+
+/** The wait before reconnect attempt `attempt`: exponential from `minMs`, capped at `capMs`, full jitter. */
+export declare function backoffDelay(attempt: number, minMs: number, capMs: number, random?: () => number): number;
 
 export declare class HeraldClient extends EventTarget {
   constructor(opts: ConnectOptions);

@@ -22,6 +22,15 @@ const CLOSE = Object.freeze({
   TOO_MANY_SESSIONS: 4009,
 });
 
+/**
+ * The wait before reconnect attempt number `attempt` (0 = the first after a drop):
+ * exponential from `minMs`, capped at `capMs`, with full jitter so a fleet of clients does
+ * not reconnect in step.
+ */
+export function backoffDelay(attempt, minMs, capMs, random = Math.random) {
+  return random() * Math.min(capMs, minMs * 2 ** Math.min(attempt, 30));
+}
+
 /** Storage that lives as long as the page or process. */
 export class MemoryStorage {
   #map = new Map();
@@ -71,6 +80,9 @@ export class HeraldClient extends EventTarget {
   #pendingTopic = null;
   #seen;
   #attempt = 0;
+  // Set by a 1012 (the server restarts or drains) until the next welcome: a restart is
+  // short, so retries stay small instead of growing to minutes.
+  #restarting = false;
   #stopped = false;
   #reconnectTimer = null;
   #refreshTimer = null;
@@ -87,6 +99,7 @@ export class HeraldClient extends EventTarget {
       autoAck: true,
       minBackoffMs: 250,
       maxBackoffMs: 15000,
+      restartBackoffMaxMs: 2000,
       refreshBeforeMs: 30000,
       dedupe: 2000,
       replayOnFirstConnect: false,
@@ -163,7 +176,14 @@ export class HeraldClient extends EventTarget {
     this.#ws = ws;
     ws.onmessage = (ev) => this.#onFrame(ws, ev.data);
     ws.onclose = (ev) => this.#onClose(ws, ev.code, ev.reason);
-    ws.onerror = () => { /* a close follows */ };
+    // A failed connection is an error, then (in browsers) a close with 1006 — but Node 20's
+    // WebSocket fires only the error and stays CONNECTING, so the error itself ends the
+    // attempt (the close that may follow is ignored: this socket is no longer current).
+    ws.onerror = () => {
+      if (ws !== this.#ws) return;
+      this.#onClose(ws, 1006, "connection failed"); // first: it makes this socket stale
+      try { ws.close(); } catch { /* not open yet */ }
+    };
   }
 
   #onFrame(ws, data) {
@@ -175,6 +195,7 @@ export class HeraldClient extends EventTarget {
         const first = this.#userId === null;
         this.#userId = f.user_id;
         this.#attempt = 0;
+        this.#restarting = false;
         const stored = Number(this.#storage.getItem(this.#key("seq")) ?? 0);
         this.#lastSeq = Math.max(this.#lastSeq, stored);
         if (this.#lastSeq > 0 || (first && this.#opts.replayOnFirstConnect)) {
@@ -231,7 +252,11 @@ export class HeraldClient extends EventTarget {
     if (this.#stopped || code === CLOSE.NORMAL && reason !== "reconnect") {
       delay = null;
     } else if (code === CLOSE.RESTARTING) {
-      delay = Math.random() * 250; // draining: reconnect elsewhere now
+      // Draining or restarting: reconnect elsewhere now; if it is down meanwhile, retry
+      // with small waits (capped at restartBackoffMaxMs) until it is back.
+      this.#restarting = true;
+      this.#attempt = 0;
+      delay = Math.random() * 250;
     } else if (code === CLOSE.UNAUTHORIZED) {
       if (this.#opts.getToken) {
         try { this.#token = await this.#opts.getToken(); delay = 0; } catch (e) { this.#emit("error", { code: "token", message: String(e) }); delay = this.#backoff(); }
@@ -245,14 +270,14 @@ export class HeraldClient extends EventTarget {
     } else {
       delay = this.#backoff(); // 4008 and network trouble: resume after a pause
     }
-    this.#emit("close", { code, reason, willReconnect: delay !== null });
+    this.#emit("close", { code, reason, willReconnect: delay !== null, delayMs: delay });
     if (delay !== null) this.#schedule(delay);
   }
 
   #backoff() {
-    const cap = Math.min(this.#opts.maxBackoffMs, this.#opts.minBackoffMs * 2 ** this.#attempt);
-    this.#attempt += 1;
-    return Math.random() * cap; // full jitter
+    const { minBackoffMs, maxBackoffMs, restartBackoffMaxMs } = this.#opts;
+    const cap = this.#restarting ? Math.min(maxBackoffMs, restartBackoffMaxMs) : maxBackoffMs;
+    return backoffDelay(this.#attempt++, minBackoffMs, cap);
   }
 
   #schedule(delay) {

@@ -1,7 +1,7 @@
 // The SDK against a real `herald serve`.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { connect, HeraldClient, MemoryStorage, tokenExpiry } from "../src/herald.js";
+import { backoffDelay, connect, HeraldClient, MemoryStorage, tokenExpiry } from "../src/herald.js";
 import { api, collect, send, startHerald, token, until } from "./harness.js";
 
 test("receives, acks (so the message is delivered) and exposes seq", async () => {
@@ -74,6 +74,35 @@ test("recovers topics after a reconnect and reconnects on 1012", async () => {
   } finally {
     await h.stop();
   }
+});
+
+test("after a 1012 a server that stays down is retried with small waits until it is back", async () => {
+  const h = await startHerald();
+  try {
+    // The defaults: a real app's backoff, not the fast one of the other tests.
+    const c = connect({ url: h.ws, token: token("dee") });
+    const closes = collect(c, "close");
+    const opens = collect(c, "open");
+    await until("open", () => opens.length === 1);
+    await h.restart({ downMs: 6000 }); // down for longer than the plain backoff's early steps
+    await until("reconnected", () => opens.length === 2, 20000);
+    assert.equal(closes[0].code, 1012);
+    assert.ok(closes.length >= 2, `the client retried while the server was down: ${closes.length}`);
+    for (const cl of closes) {
+      assert.ok(cl.willReconnect && cl.delayMs <= 2000, `after 1012 every retry waits at most 2 s: ${JSON.stringify(cl)}`);
+    }
+    c.close();
+  } finally {
+    await h.stop();
+  }
+});
+
+test("backoff grows exponentially, is capped and jittered", () => {
+  assert.equal(backoffDelay(0, 250, 15000, () => 1), 250);
+  assert.equal(backoffDelay(3, 250, 15000, () => 1), 2000);
+  assert.equal(backoffDelay(10, 250, 15000, () => 1), 15000);
+  assert.equal(backoffDelay(100, 250, 2000, () => 1), 2000);
+  assert.equal(backoffDelay(5, 250, 15000, () => 0), 0);
 });
 
 test("refreshes the token before it expires and never sees 4001", async () => {

@@ -1,7 +1,7 @@
 // Test harness: a real `herald serve` on port 0, tokens signed like Herald's, an API helper.
 import { spawn } from "node:child_process";
 import { createHmac } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -10,15 +10,21 @@ const here = dirname(fileURLToPath(import.meta.url));
 export const API_KEY = "sdk-test-key";
 export const SECRET = "sdk-test-secret-0123456789";
 
-export function herladBin() {
+export function heraldBin() {
   return process.env.HERALD_BIN ?? join(here, "../../../target/debug/herald");
+}
+
+// Said in one line, instead of a stack trace per test.
+if (!existsSync(heraldBin())) {
+  console.error(`herald SDK tests: no herald binary at ${heraldBin()}: build it first (cargo build) or set HERALD_BIN`);
+  process.exit(1);
 }
 
 /** Starts `herald serve`; resolves with { base, ws, stop, restart }. */
 export async function startHerald(env = {}) {
   const dataDir = mkdtempSync(join(tmpdir(), "herald-sdk-"));
   const run = (listen) => new Promise((resolve, reject) => {
-    const child = spawn(herladBin(), ["serve", "--listen", listen], {
+    const child = spawn(heraldBin(), ["serve", "--listen", listen], {
       env: { PATH: process.env.PATH, HERALD_API_KEYS: API_KEY, HERALD_JWT_SECRET: SECRET,
              HERALD_DATA_DIR: dataDir, HERALD_DRAIN_S: "0", ...env },
       stdio: ["ignore", "ignore", "pipe"],
@@ -45,8 +51,12 @@ export async function startHerald(env = {}) {
     get ws() { return `ws://${addr}/ws`; },
     /** SIGTERM, then the data directory is removed. */
     async stop() { await halt(); rmSync(dataDir, { recursive: true, force: true }); },
-    /** SIGTERM (sessions get 1012), then start again on the same address and data. */
-    async restart() { await halt(); ({ child, addr } = await run(addr)); },
+    /** SIGTERM (sessions get 1012), then (after `downMs`) start again on the same address and data. */
+    async restart({ downMs = 0 } = {}) {
+      await halt();
+      if (downMs) await new Promise((r) => setTimeout(r, downMs));
+      ({ child, addr } = await run(addr));
+    },
     kill() { child.kill("SIGKILL"); },
   };
   return h;
