@@ -499,7 +499,143 @@ async fn a_message_bigger_than_the_session_queue_reaches_a_reading_client(engine
     }
 }
 
+/// A WebSocket opened over a raw socket, for frames no client library would send.
+struct RawWs {
+    stream: std::net::TcpStream,
+}
+
+impl RawWs {
+    fn open(h: &Herald, token: &str) -> RawWs {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(h.addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        write!(
+            stream,
+            "GET /ws?token={token} HTTP/1.1\r\nhost: herald\r\nupgrade: websocket\r\nconnection: upgrade\r\n\
+             sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-protocol: herald.v1\r\n\r\n"
+        )
+        .unwrap();
+        // Byte by byte: nothing past the handshake may be consumed here.
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            stream.read_exact(&mut byte).unwrap();
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head);
+        assert!(head.starts_with("HTTP/1.1 101"), "upgraded: {head}");
+        let mut ws = RawWs { stream };
+        let (op, welcome) = ws.read_frame().expect("welcome");
+        assert_eq!(op, 1);
+        assert!(String::from_utf8_lossy(&welcome).contains("welcome"));
+        ws
+    }
+
+    /// Writes a frame with the given first byte, masked or not.
+    fn write_frame(&mut self, first: u8, payload: &[u8], masked: bool) {
+        use std::io::Write;
+        let mut frame = vec![first];
+        let mask_bit = if masked { 0x80 } else { 0 };
+        match payload.len() {
+            n if n < 126 => frame.push(mask_bit | n as u8),
+            n => {
+                frame.push(mask_bit | 126);
+                frame.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+        }
+        let key = [0x11, 0x22, 0x33, 0x44];
+        if masked {
+            frame.extend_from_slice(&key);
+            frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+        } else {
+            frame.extend_from_slice(payload);
+        }
+        self.stream.write_all(&frame).unwrap();
+    }
+
+    /// One server frame: (opcode, payload); `None` once the server has closed the socket.
+    fn read_frame(&mut self) -> Option<(u8, Vec<u8>)> {
+        use std::io::Read;
+        let mut head = [0u8; 2];
+        self.stream.read_exact(&mut head).ok()?;
+        let len = match head[1] & 0x7f {
+            126 => {
+                let mut l = [0u8; 2];
+                self.stream.read_exact(&mut l).ok()?;
+                u16::from_be_bytes(l) as usize
+            }
+            127 => {
+                let mut l = [0u8; 8];
+                self.stream.read_exact(&mut l).ok()?;
+                u64::from_be_bytes(l) as usize
+            }
+            n => n as usize,
+        };
+        let mut payload = vec![0; len];
+        self.stream.read_exact(&mut payload).ok()?;
+        Some((head[0] & 0x0f, payload))
+    }
+
+    /// The code of the close frame the server sends (skipping other frames).
+    fn close_code(&mut self) -> Option<u16> {
+        loop {
+            let (op, payload) = self.read_frame()?;
+            if op == 8 {
+                return payload.get(..2).map(|c| u16::from_be_bytes([c[0], c[1]]));
+            }
+        }
+    }
+}
+
+/// RFC 6455 §7.1.7: a protocol violation gets a Close frame (1002; 1007 for invalid UTF-8)
+/// before the connection drops, so clients and logs can tell why.
+async fn protocol_violations_are_closed_with_1002_or_1007(engine: Engine) {
+    let h = Herald::on(engine).start();
+    let token = h.token("raw", &[], Duration::from_secs(600));
+    let cases: [(&str, u8, Vec<u8>, bool, u16); 7] = [
+        (
+            "unmasked client frame",
+            0x81,
+            b"{\"type\":\"ping\"}".to_vec(),
+            false,
+            1002,
+        ),
+        ("reserved bits", 0x81 | 0x40, b"{}".to_vec(), true, 1002),
+        ("unknown data opcode", 0x83, b"{}".to_vec(), true, 1002),
+        ("unknown control opcode", 0x8b, Vec::new(), true, 1002),
+        ("fragmented control frame", 0x09, b"x".to_vec(), true, 1002),
+        ("oversized control frame", 0x89, vec![b'p'; 126], true, 1002),
+        (
+            "invalid UTF-8 in a text frame",
+            0x81,
+            vec![b'"', 0xff, 0xfe, b'"'],
+            true,
+            1007,
+        ),
+    ];
+    tokio::task::spawn_blocking(move || {
+        for (what, first, payload, masked, code) in cases {
+            let mut ws = RawWs::open(&h, &token);
+            ws.write_frame(first, &payload, masked);
+            assert_eq!(ws.close_code(), Some(code), "{what}");
+        }
+        // The gateway goes on serving.
+        let mut ws = RawWs::open(&h, &token);
+        ws.write_frame(0x81, b"{\"type\":\"ping\"}", true);
+        let (op, pong) = ws.read_frame().expect("pong");
+        assert_eq!(
+            (op, String::from_utf8_lossy(&pong).contains("pong")),
+            (1, true)
+        );
+    })
+    .await
+    .unwrap();
+}
+
 on_both_engines!(
+    protocol_violations_are_closed_with_1002_or_1007,
     bad_tokens_are_refused_with_401_before_upgrade,
     resume_replays_missed_messages_in_order,
     resume_says_incomplete_when_history_was_trimmed,

@@ -9,6 +9,10 @@ pub const SUBPROTOCOL: &str = "herald.v1";
 /// Close codes the gateway uses, as documented in SPEC §4.
 pub mod close {
     pub const NORMAL: u16 = 1000;
+    /// The client broke the WebSocket protocol (RFC 6455 §7.4.1).
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A text frame that is not UTF-8.
+    pub const INVALID_PAYLOAD: u16 = 1007;
     /// The client sent a frame over the size limit.
     pub const TOO_BIG: u16 = 1009;
     /// The server is restarting or draining: reconnect elsewhere.

@@ -268,6 +268,17 @@ impl Session {
                     metrics::counter!("herald_gateway_oversized_frames_total").increment(1);
                     return Err(End::Close(close::TOO_BIG, "frame too big"));
                 }
+                // RFC 6455 §7.1.7: say why before dropping the connection (best effort:
+                // closing is bounded by `close_socket`).
+                Err(tungstenite::Error::Protocol(e)) => {
+                    metrics::counter!("herald_gateway_protocol_errors_total").increment(1);
+                    tracing::debug!(session_id = %session_id(&self.gw, self.shared.id), user_id = %self.shared.user, error = %e, "protocol error");
+                    return Err(End::Close(close::PROTOCOL_ERROR, "protocol error"));
+                }
+                Err(tungstenite::Error::Utf8(_)) => {
+                    metrics::counter!("herald_gateway_protocol_errors_total").increment(1);
+                    return Err(End::Close(close::INVALID_PAYLOAD, "invalid UTF-8"));
+                }
                 Err(_) => return Err(End::Gone),
             };
             self.on_message(socket, msg).await?;
