@@ -116,6 +116,8 @@ async fn start_dispatcher(
         Engine {
             store: parts.store.clone(),
             history: parts.store.clone(),
+            devices: parts.store.clone(),
+            slots: parts.store.clone(),
             bus: Arc::clone(&bus),
             queue: Arc::new(Arc::clone(&queue)),
             presence: Arc::new(ClusterPresence {

@@ -55,6 +55,13 @@ enum Command {
         #[arg(long)]
         listen: Option<String>,
     },
+    /// Load and check the whole configuration — key files read and parsed, URLs checked —
+    /// and print the configured channels and providers (never a secret). Exit 64 on any
+    /// problem, naming it.
+    CheckConfig,
+    /// Print a new VAPID key pair for Web Push (HERALD_VAPID_PRIVATE_KEY_FILE takes the
+    /// private key's PEM; browsers subscribe with the public key).
+    Vapid,
     /// Mint a client token with the configured secret.
     Token {
         #[arg(long)]
@@ -249,6 +256,45 @@ fn main() -> ExitCode {
     tune_allocator();
     let cli = Cli::parse();
     match cli.command {
+        Command::CheckConfig => {
+            let config = match load(cli.config.as_ref(), &[]) {
+                Ok(c) => c,
+                Err(e) => return fail(e),
+            };
+            let role = if config.nats_url.is_some() {
+                Role::Dispatcher
+            } else {
+                Role::Serve
+            };
+            if let Err(e) = config.validate(role) {
+                return fail(e);
+            }
+            match herald_dispatcher::check_config(&config) {
+                Ok(summary) => {
+                    println!(
+                        "configuration is valid ({} engine)",
+                        if config.nats_url.is_some() {
+                            "cluster"
+                        } else {
+                            "embedded"
+                        }
+                    );
+                    for line in summary.lines {
+                        println!("  {line}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
+        Command::Vapid => match herald_dispatcher::channels::push::webpush::new_key_pair() {
+            Ok((private_pem, public_key)) => {
+                print!("{private_pem}");
+                println!("public key (applicationServerKey): {public_key}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
         Command::Token { user, topics, ttl } => {
             let config = match load(cli.config.as_ref(), &[]) {
                 Ok(c) => c,
@@ -307,6 +353,9 @@ fn main() -> ExitCode {
             if let Err(e) = config.validate(Role::Serve) {
                 return fail(e);
             }
+            if let Err(e) = herald_dispatcher::check_config(&config) {
+                return fail(e);
+            }
             let listen = config.listen;
             run_role(
                 config,
@@ -330,6 +379,9 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(e) => return fail(e),
             };
+            if let Err(e) = herald_dispatcher::check_config(&config) {
+                return fail(e);
+            }
             let listen = config.api_listen;
             run_role(
                 config,

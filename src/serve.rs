@@ -82,6 +82,8 @@ pub async fn run(
         Engine {
             store: store.clone(),
             history: store.clone(),
+            devices: store.clone(),
+            slots: store.clone(),
             bus: Arc::clone(&bus),
             queue: Arc::new(queue),
             presence: Arc::new(LocalPresence(gateway.hub())),

@@ -108,6 +108,24 @@ impl TokenVerifier {
     }
 
     /// Requires `iss` to be one of `issuers`.
+    /// The verifier the configuration asks for: its public key, else its HS256 secret
+    /// (`None` when it has neither), with the required issuers and audiences.
+    pub fn from_config(config: &crate::config::Config) -> Result<Option<Self>, String> {
+        let verifier = match (&config.jwt_public_key, &config.jwt_secret) {
+            (Some(path), _) => Self::from_public_key_file(path)?,
+            (None, Some(secret)) => Self::hs256(secret.expose()),
+            (None, None) => return Ok(None),
+        };
+        let verifier = match config.jwt_issuer.is_empty() {
+            true => verifier,
+            false => verifier.require_issuer(&config.jwt_issuer),
+        };
+        Ok(Some(match config.jwt_audience.is_empty() {
+            true => verifier,
+            false => verifier.require_audience(&config.jwt_audience),
+        }))
+    }
+
     pub fn require_issuer(mut self, issuers: &[String]) -> Self {
         self.validation.set_issuer(issuers);
         self.validation.required_spec_claims.insert("iss".into());

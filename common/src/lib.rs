@@ -13,5 +13,6 @@ pub mod ratelimit;
 pub mod subjects;
 pub mod time;
 pub mod topic;
+pub mod webhooks;
 
 pub use ulid::Ulid;

@@ -21,14 +21,17 @@ use herald_common::auth::ApiKeys;
 use herald_common::config::Config;
 use herald_common::events::ReadReceipt;
 use herald_common::subjects::Subjects;
-use herald_engine::{Bus, History, JobQueue, Store, StoreError};
+use herald_engine::{Bus, Devices, History, JobQueue, Slots, Store, StoreError};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use api::ApiState;
 pub use api::PresenceSource;
-use channels::{Channel, Channels, email::Email, in_app::InApp, sms::Sms};
+use channels::chat::Chat;
+use channels::providers::{Providers, Registry};
+use channels::push::{Push, PushProvider, PushProviders};
+use channels::{Channel, ChannelClients, Channels, email::Email, in_app::InApp, sms::SmsChannel};
 use pipeline::{Pipeline, PipelineConfig};
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +40,10 @@ pub enum StartError {
     Email(#[from] channels::email::EmailSetupError),
     #[error(transparent)]
     Sms(#[from] channels::sms::SmsSetupError),
+    #[error("{0}")]
+    Push(String),
+    #[error("{0}")]
+    Client(String),
     #[error("cannot load unfinished deliveries: {0}")]
     Store(#[from] StoreError),
     #[error("cannot subscribe to read receipts: {0}")]
@@ -47,6 +54,8 @@ pub enum StartError {
 pub struct Engine {
     pub store: Arc<dyn Store>,
     pub history: Arc<dyn History>,
+    pub devices: Arc<dyn Devices>,
+    pub slots: Arc<dyn Slots>,
     pub bus: Arc<dyn Bus>,
     pub queue: Arc<dyn JobQueue>,
     pub presence: Arc<dyn PresenceSource>,
@@ -58,27 +67,162 @@ pub struct Dispatcher {
     tracker: TaskTracker,
 }
 
-/// Builds the channels the configuration asks for.
+/// The push providers the configuration names, per platform (reading their key files).
+pub fn push_providers(
+    config: &Config,
+    registry: &Registry,
+) -> Result<(PushProviders, Option<String>), StartError> {
+    let clients = ChannelClients::of(config);
+    let push = &config.push;
+    let fail = |what: &str, name: &str, e: String| {
+        StartError::Push(format!("{what} provider '{name}': {e}"))
+    };
+    let mut fcm: Vec<(_, &'static str, Box<dyn PushProvider>)> = Vec::new();
+    for c in &push.fcm {
+        let p = channels::push::fcm::Fcm::new(c, &clients.push)
+            .map_err(|e| fail("FCM", &c.id.name, e))?;
+        fcm.push((c.id.clone(), "fcm", Box::new(p)));
+    }
+    let mut apns: Vec<(_, &'static str, Box<dyn PushProvider>)> = Vec::new();
+    for c in &push.apns {
+        let p = channels::push::apns::Apns::new(c, &clients.push)
+            .map_err(|e| fail("APNs", &c.id.name, e))?;
+        apns.push((c.id.clone(), "apns", Box::new(p)));
+    }
+    let mut webpush: Vec<(_, &'static str, Box<dyn PushProvider>)> = Vec::new();
+    let mut public_key = None;
+    for c in &push.webpush {
+        let p = channels::push::webpush::WebPush::new(c, &clients.push)
+            .map_err(|e| fail("Web Push", &c.id.name, e))?;
+        public_key.get_or_insert_with(|| p.public_key().to_string());
+        webpush.push((c.id.clone(), "webpush", Box::new(p)));
+    }
+    let circuit = config.circuit;
+    Ok((
+        PushProviders {
+            fcm: Providers::new(
+                herald_common::api::ChannelKind::Push,
+                fcm,
+                circuit,
+                registry,
+            ),
+            apns: Providers::new(
+                herald_common::api::ChannelKind::Push,
+                apns,
+                circuit,
+                registry,
+            ),
+            webpush: Providers::new(
+                herald_common::api::ChannelKind::Push,
+                webpush,
+                circuit,
+                registry,
+            ),
+        },
+        public_key,
+    ))
+}
+
+/// The channels the configuration asks for, their providers registered in `registry`.
+/// Also the Web Push public key, when Web Push is configured.
 pub fn channels_from(
     config: &Config,
-    bus: Arc<dyn Bus>,
-    history: Arc<dyn History>,
+    engine: &Engine,
     subjects: Subjects,
-) -> Result<Channels, StartError> {
-    let email = match &config.smtp_url {
-        Some(url) => Email::smtp(url.expose(), &config.smtp_from, config.smtp_timeout)?,
-        None => Email::outbox(config.outbox_dir(), &config.smtp_from)?,
-    };
-    let sms = match &config.sms.url {
-        Some(_) => Sms::http(config.sms.clone())?,
-        None => Sms::outbox(config.outbox_dir()),
-    };
-    let list: Vec<Arc<dyn Channel>> = vec![
-        Arc::new(InApp::new(bus, history, subjects)),
+    registry: &Registry,
+) -> Result<(Channels, Option<String>), StartError> {
+    let clients = ChannelClients::of(config);
+    let email = Email::new(
+        &config.email,
+        config.outbox_dir(),
+        config.smtp_timeout,
+        config.circuit,
+        registry,
+    )?;
+    let sms = SmsChannel::new(
+        &config.sms,
+        config.outbox_dir(),
+        &clients.sms,
+        config.circuit,
+        registry,
+    )?;
+    let (push, public_key) = push_providers(config, registry)?;
+    let mut list: Vec<Arc<dyn Channel>> = vec![
+        Arc::new(InApp::new(
+            Arc::clone(&engine.bus),
+            Arc::clone(&engine.history),
+            subjects,
+        )),
+        Arc::new(Push::new(Arc::clone(&engine.devices), push)),
         Arc::new(email),
         Arc::new(sms),
     ];
-    Ok(Channels::new(list))
+    for chat in Chat::all(&clients.chat, Arc::clone(&engine.slots)).map_err(StartError::Client)? {
+        list.push(Arc::new(chat));
+    }
+    Ok((Channels::new(list), public_key))
+}
+
+/// Everything `herald check-config` reports: what would be used, without secrets.
+pub struct ConfigSummary {
+    pub lines: Vec<String>,
+}
+
+/// Loads and checks every provider the configuration names — key files read and parsed,
+/// clients built — without connecting anywhere, and says what is configured.
+pub fn check_config(config: &Config) -> Result<ConfigSummary, StartError> {
+    let registry = Registry::default();
+    let clients = ChannelClients::of(config);
+    Email::new(
+        &config.email,
+        config.outbox_dir(),
+        config.smtp_timeout,
+        config.circuit,
+        &registry,
+    )?;
+    SmsChannel::new(
+        &config.sms,
+        config.outbox_dir(),
+        &clients.sms,
+        config.circuit,
+        &registry,
+    )?;
+    let (_, public_key) = push_providers(config, &registry)?;
+    clients
+        .chat
+        .build(false)
+        .map_err(|e| StartError::Client(e.to_string()))?;
+    let mut lines = vec![format!(
+        "default channels: {}",
+        config
+            .default_channels
+            .iter()
+            .map(|c| c.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )];
+    for p in registry.stats() {
+        lines.push(format!("{}: provider '{}' ({})", p.channel, p.name, p.kind));
+    }
+    for (channel, url) in config.email.iter().map(|e| ("email", e.url.as_ref())) {
+        if url.is_none() {
+            lines.push(format!(
+                "{channel}: no relay; mail is filed in {}",
+                config.outbox_dir().display()
+            ));
+        }
+    }
+    if let Some(k) = public_key {
+        lines.push(format!("webpush: VAPID public key {k}"));
+    }
+    for cap in &config.caps {
+        lines.push(format!(
+            "cap: at most {} '{}' per user per {} s",
+            cap.per_user, cap.category, cap.window_s
+        ));
+    }
+    lines.push("chat: dingtalk, feishu, wecom, slack, webhook (addresses from profiles)".into());
+    Ok(ConfigSummary { lines })
 }
 
 impl Dispatcher {
@@ -89,12 +233,8 @@ impl Dispatcher {
         shutdown: CancellationToken,
     ) -> Result<Dispatcher, StartError> {
         let subjects = Subjects::new(config.nats_prefix.clone());
-        let channels = channels_from(
-            config,
-            Arc::clone(&engine.bus),
-            Arc::clone(&engine.history),
-            subjects.clone(),
-        )?;
+        let providers = Registry::default();
+        let (channels, webpush_key) = channels_from(config, &engine, subjects.clone(), &providers)?;
         let pipeline = Pipeline::new(
             Arc::clone(&engine.store),
             Arc::clone(&engine.bus),
@@ -126,6 +266,13 @@ impl Dispatcher {
             pipeline,
             store: Arc::clone(&engine.store),
             history: engine.history,
+            devices: engine.devices,
+            max_devices: config.max_devices_per_user,
+            providers,
+            webpush_key,
+            verifier: herald_common::auth::TokenVerifier::from_config(config)
+                .map_err(StartError::Client)?,
+            cors_origins: config.cors_origins.clone(),
             bus: Arc::clone(&engine.bus),
             subjects: subjects.clone(),
             limiter: herald_common::ratelimit::KeyedLimiter::new(config.api_rate_limit),

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use herald_common::api::{
-    Accepted, ChannelKind, Outcome, Priority, RecipientSpec, RecipientStatus, SendRequest,
-    Strategy, UserProfile,
+    Accepted, ChannelKind, Outcome, Priority, PushNotification, RecipientSpec, RecipientStatus,
+    SendRequest, Strategy, UserProfile,
 };
 use herald_common::config::RetryPolicy;
 use herald_common::events::StatusEvent;
@@ -101,6 +101,7 @@ impl Counters {
             expired: get(&self.expired),
             fallbacks: get(&self.fallbacks),
             retries: get(&self.retries),
+            providers: Vec::new(),
         }
     }
 }
@@ -207,6 +208,8 @@ impl Pipeline {
                 .and_then(|d| RawValue::from_string(d.to_string()).ok()),
             email: req.email.clone(),
             sms: req.sms.clone(),
+            push: req.push.clone(),
+            chat: req.chat.clone(),
             recipients,
         }
     }
@@ -236,6 +239,16 @@ impl Pipeline {
         });
         let now = now_ms();
         let record = self.record(&req, ulid::Ulid::generate().to_string(), now);
+        if record.channels.contains(&ChannelKind::Push) {
+            PushNotification::of(
+                req.title.as_deref(),
+                req.body.as_deref(),
+                req.data.as_ref(),
+                req.push.as_ref(),
+            )
+            .check_size()
+            .map_err(AcceptError::Invalid)?;
+        }
         match self.store.accept(&record, claim).await? {
             AcceptOutcome::Created => {
                 let n = record.recipients.len();
@@ -342,6 +355,7 @@ impl Pipeline {
                     idx: st.idx,
                     recipient,
                     profile: profile_ref,
+                    state: &st,
                     turn,
                 };
                 channel.attempt(&delivery).await
@@ -354,6 +368,11 @@ impl Pipeline {
             // Past the first attempt, whatever its channel: later jobs need not wait for
             // this one's retries or fallbacks.
             turn.pass();
+            if let Some(later) = result.later {
+                // Not attempted: the channel is at its pace; come back when it has room.
+                st.due_at = later;
+                return Settle::Retry(st);
+            }
             let at = now_ms();
             metrics::counter!("herald_attempts_total", "channel" => kind.as_str(), "outcome" => result.outcome.as_str())
                 .increment(1);
@@ -366,11 +385,14 @@ impl Pipeline {
                 ));
             }
             let attempt_no = st.channel_attempt + 1;
+            if kind == ChannelKind::Push {
+                st.done_devices = result.done_devices;
+            }
+            let retry_after = result.retry_after;
             let mut attempt = AttemptRecord {
-                channel: kind,
-                outcome: result.outcome,
-                detail: result.detail,
-                at,
+                provider: result.provider,
+                devices: result.devices,
+                ..AttemptRecord::new(kind, result.outcome, result.detail, at)
             };
             match result.outcome {
                 Outcome::Acked | Outcome::Sent => {
@@ -391,7 +413,12 @@ impl Pipeline {
                     st.best = better(st.best, (status, kind));
                 }
                 Outcome::TransientError if attempt_no < self.config.retry.attempts => {
-                    let wait = self.config.retry.backoff(attempt_no, rand::random::<f64>());
+                    // The provider's own wait (Retry-After, a robot's block) when longer.
+                    let wait = self
+                        .config
+                        .retry
+                        .backoff(attempt_no, rand::random::<f64>())
+                        .max(retry_after.unwrap_or_default());
                     st.channel_attempt = attempt_no;
                     st.due_at = at + wait.as_millis() as i64;
                     metrics::counter!("herald_retries_total", "channel" => kind.as_str())
@@ -419,6 +446,7 @@ impl Pipeline {
             }
             st.channel_idx += 1;
             st.channel_attempt = 0;
+            st.done_devices.clear();
             st.due_at = at;
             if st.channel_idx as usize >= message.channels.len() {
                 last_attempt = Some(attempt);

@@ -65,14 +65,12 @@ async fn one_message(store: &SqliteStore, o: &Options, user: String) -> anyhow::
         expires_at: None,
         title: Some("ingest".into()),
         body: None,
-        data: None,
-        email: None,
-        sms: None,
         recipients: vec![RecipientRecord {
             user_id: user,
             email: None,
             phone: None,
         }],
+        ..Default::default()
     };
     store.accept(&record, None).await?;
     if o.inbox {
@@ -80,19 +78,16 @@ async fn one_message(store: &SqliteStore, o: &Options, user: String) -> anyhow::
             .append_inbox(&record.recipients[0].user_id, &record.content(), None)
             .await?;
     }
-    let mut attempt = Some(AttemptRecord {
-        channel: ChannelKind::InApp,
-        outcome: Outcome::Offline,
-        detail: Some("no live session".into()),
-        at: now_ms(),
-    });
+    let mut attempt = Some(AttemptRecord::new(
+        ChannelKind::InApp,
+        Outcome::Offline,
+        Some("no live session".into()),
+        now_ms(),
+    ));
     if o.split_final {
         let next = JobState {
-            idx: 0,
             channel_idx: 1,
-            channel_attempt: 0,
-            due_at: now_ms(),
-            best: None,
+            ..JobState::start(0, now_ms())
         };
         store
             .advance(&record.id, 0, attempt.take(), JobNext::Continue(next))

@@ -38,21 +38,9 @@ impl Job {
                 strategy: Strategy::Fallback,
                 channels: vec![ChannelKind::Email],
                 ack_timeout_ms: 1,
-                expires_at: None,
-                title: None,
-                body: None,
-                data: None,
-                email: None,
-                sms: None,
-                recipients: vec![],
+                ..Default::default()
             }),
-            state: JobState {
-                idx: 0,
-                channel_idx: 0,
-                channel_attempt: 0,
-                due_at,
-                best: None,
-            },
+            state: JobState::start(0, due_at),
         }
     }
 }
@@ -210,13 +198,7 @@ impl JobQueue for Arc<LocalQueue> {
         for idx in 0..message.recipients.len() {
             self.push(Job {
                 message: Arc::clone(&message),
-                state: JobState {
-                    idx: idx as u32,
-                    channel_idx: 0,
-                    channel_attempt: 0,
-                    due_at: message.created_at,
-                    best: None,
-                },
+                state: JobState::start(idx as u32, message.created_at),
             });
         }
         Ok(())

@@ -15,5 +15,5 @@ pub use bus::{Bus, BusError, BusMsg, PendingReply, RequestError, Subscription};
 pub use jobs::{Job, JobQueue, Lease, LocalQueue, Settle};
 pub use memory_bus::MemoryBus;
 pub use sqlite::SqliteStore;
-pub use store::{History, HistoryPage, Store, StoreError};
+pub use store::{DeviceRecord, Devices, History, HistoryPage, SlotTaken, Slots, Store, StoreError};
 pub mod nats;

@@ -3,8 +3,9 @@
 
 use async_trait::async_trait;
 use herald_common::api::{
-    AttemptView, ChannelKind, DeadLetterPage, EmailContent, MessageView, Outcome, Priority,
-    RecipientStatus, SmsContent, Strategy, UserProfile,
+    AttemptView, ChannelKind, ChatContent, DeadLetterPage, DeviceAddress, DeviceOutcome,
+    DeviceView, EmailContent, MessageView, Outcome, Priority, PushContent, RecipientStatus,
+    SmsContent, Strategy, UserProfile,
 };
 use herald_common::protocol::MessageContent;
 use serde::{Deserialize, Serialize};
@@ -33,7 +34,7 @@ pub struct RecipientRecord {
 }
 
 /// An accepted message, normalised: everything delivery needs, defaults applied.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct MessageRecord {
     pub id: String,
     pub created_at: i64,
@@ -53,6 +54,10 @@ pub struct MessageRecord {
     pub email: Option<EmailContent>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sms: Option<SmsContent>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push: Option<PushContent>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat: Option<ChatContent>,
     pub recipients: Vec<RecipientRecord>,
 }
 
@@ -103,24 +108,62 @@ pub struct JobState {
     pub due_at: i64,
     /// For strategy `all`: the best result so far.
     pub best: Option<(RecipientStatus, ChannelKind)>,
+    /// `push`: devices already done with for this message (accepted, refused for good, or
+    /// gone), so a retry after a transient failure goes only to the others.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub done_devices: Vec<String>,
+}
+
+impl JobState {
+    /// The first step of recipient `idx`, due at `due_at`.
+    pub fn start(idx: u32, due_at: i64) -> JobState {
+        JobState {
+            idx,
+            channel_idx: 0,
+            channel_attempt: 0,
+            due_at,
+            best: None,
+            done_devices: Vec::new(),
+        }
+    }
 }
 
 /// An attempt to record.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AttemptRecord {
     pub channel: ChannelKind,
     pub outcome: Outcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
     pub at: i64,
+    /// The provider that answered (offline channels).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// `push`: each device's result.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<DeviceOutcome>,
 }
 
 impl AttemptRecord {
+    pub fn new(channel: ChannelKind, outcome: Outcome, detail: Option<String>, at: i64) -> Self {
+        AttemptRecord {
+            channel,
+            outcome,
+            detail,
+            at,
+            provider: None,
+            devices: Vec::new(),
+        }
+    }
+
     pub fn view(&self) -> AttemptView {
         AttemptView {
             channel: self.channel,
             outcome: self.outcome,
             detail: self.detail.clone(),
             at: herald_common::time::rfc3339(self.at),
+            provider: self.provider.clone(),
+            devices: self.devices.clone(),
         }
     }
 }
@@ -217,4 +260,153 @@ pub trait History: Send + Sync + 'static {
     async fn append_topic(&self, topic: &str, content: &MessageContent) -> StoreResult<u64>;
 
     async fn read_topic(&self, topic: &str, since: u64, limit: usize) -> StoreResult<HistoryPage>;
+}
+
+/// A registered device (SPEC §7).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceRecord {
+    pub device_id: String,
+    pub address: DeviceAddress,
+    pub active: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deactivated_reason: Option<String>,
+    /// When it was last registered (Unix ms); the least recent goes first past the limit.
+    pub registered_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deactivated_at: Option<i64>,
+}
+
+impl DeviceRecord {
+    pub fn view(&self) -> DeviceView {
+        let hint = match &self.address {
+            DeviceAddress::Webpush { endpoint, .. } => endpoint
+                .split("://")
+                .nth(1)
+                .and_then(|rest| rest.split('/').next())
+                .unwrap_or_default()
+                .to_string(),
+            DeviceAddress::Fcm { token } | DeviceAddress::Apns { token, .. } => {
+                let tail: String = token.chars().rev().take(6).collect();
+                format!("…{}", tail.chars().rev().collect::<String>())
+            }
+        };
+        DeviceView {
+            device_id: self.device_id.clone(),
+            platform: self.address.platform(),
+            hint,
+            topic: match &self.address {
+                DeviceAddress::Apns { topic, .. } => topic.clone(),
+                _ => None,
+            },
+            active: self.active,
+            deactivated_reason: self.deactivated_reason.clone(),
+            registered_at: herald_common::time::rfc3339(self.registered_at),
+            deactivated_at: self.deactivated_at.map(herald_common::time::rfc3339),
+        }
+    }
+}
+
+/// Applies a registration to a user's device list: replaces the device with this id, drops
+/// another id holding the same token (one device, however often it registers), and keeps
+/// at most `max`, dropping the least recently registered. Both engines use this.
+pub fn register_device(
+    devices: &mut Vec<DeviceRecord>,
+    device_id: &str,
+    address: DeviceAddress,
+    now: i64,
+    max: usize,
+) -> DeviceRecord {
+    devices.retain(|d| d.device_id != device_id && d.address.identity() != address.identity());
+    let record = DeviceRecord {
+        device_id: device_id.to_string(),
+        address,
+        active: true,
+        deactivated_reason: None,
+        registered_at: now,
+        deactivated_at: None,
+    };
+    devices.push(record.clone());
+    devices.sort_by_key(|d| d.registered_at);
+    let excess = devices.len().saturating_sub(max.max(1));
+    devices.drain(..excess);
+    record
+}
+
+/// A user's push devices.
+#[async_trait]
+pub trait Devices: Send + Sync + 'static {
+    /// Registers (or re-registers) a device; see [`register_device`].
+    async fn put_device(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        address: DeviceAddress,
+        now: i64,
+        max: usize,
+    ) -> StoreResult<DeviceRecord>;
+
+    /// Every device of the user, least recently registered first.
+    async fn devices(&self, user_id: &str) -> StoreResult<Vec<DeviceRecord>>;
+
+    /// `true` when a device was deleted.
+    async fn delete_device(&self, user_id: &str, device_id: &str) -> StoreResult<bool>;
+
+    /// Marks a device gone because its provider said so for a push sent at `sent_at`:
+    /// unless it registered again after that. `true` when it was active and now is not.
+    async fn deactivate_device(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        reason: &str,
+        sent_at: i64,
+    ) -> StoreResult<bool>;
+}
+
+/// Whether [`Slots::take_slot`] gave a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotTaken {
+    Granted,
+    /// Every slot of the window is taken until this instant (Unix ms).
+    Full {
+        until: i64,
+    },
+}
+
+/// Sliding-window counters shared by every dispatcher: frequency caps (SPEC §9) and the
+/// pace of chat robots (20 messages a minute).
+#[async_trait]
+pub trait Slots: Send + Sync + 'static {
+    /// Takes one of `limit` slots of `key` in the window `window_ms` before `now`, for
+    /// `token`: taking again with the same token is the same slot (a retry or a restart
+    /// does not count twice). Atomic: two dispatchers never both take the last slot.
+    async fn take_slot(
+        &self,
+        key: &str,
+        token: &str,
+        limit: u32,
+        window_ms: i64,
+        now: i64,
+    ) -> StoreResult<SlotTaken>;
+}
+
+/// The sliding-window rule both engines apply to the slots of one key: `(token, at)` pairs.
+pub fn take_from(
+    slots: &mut Vec<(String, i64)>,
+    token: &str,
+    limit: u32,
+    window_ms: i64,
+    now: i64,
+) -> SlotTaken {
+    slots.retain(|(_, at)| *at > now - window_ms);
+    if slots.iter().any(|(t, _)| t == token) {
+        return SlotTaken::Granted;
+    }
+    if slots.len() < limit as usize {
+        slots.push((token.to_string(), now));
+        return SlotTaken::Granted;
+    }
+    let oldest = slots.iter().map(|(_, at)| *at).min().unwrap_or(now);
+    SlotTaken::Full {
+        until: oldest + window_ms,
+    }
 }

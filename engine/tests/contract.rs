@@ -51,3 +51,15 @@ async fn sqlite_survives_reopen() {
     assert_eq!(pending.len(), 1);
     assert_eq!(pending[0].jobs.len(), 2);
 }
+
+#[tokio::test]
+async fn sqlite_devices_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    suite::devices_contract(&sqlite(&dir, 5)).await;
+}
+
+#[tokio::test]
+async fn sqlite_slots_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    suite::slots_contract(&sqlite(&dir, 5)).await;
+}

@@ -51,3 +51,12 @@ async fn nats_history_contract() {
     let e = engine(&nats.url(), "herald", 5).await;
     suite::history_contract(&NatsStore::new(e).await.unwrap(), 5).await;
 }
+
+#[tokio::test]
+async fn nats_devices_and_slots_contract() {
+    let nats = nats_server::Nats::single();
+    let e = engine(&nats.url(), "herald", 5).await;
+    let store = NatsStore::new(e).await.unwrap();
+    suite::devices_contract(&store).await;
+    suite::slots_contract(&store).await;
+}

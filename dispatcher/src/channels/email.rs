@@ -1,5 +1,6 @@
-//! Email through SMTP (lettre's pooled async transport: `smtp://`, STARTTLS, `smtps://`),
-//! or, with no `HERALD_SMTP_URL`, as `.eml` files in the outbox directory.
+//! Email through SMTP relays (lettre's pooled async transport: `smtp://`, STARTTLS,
+//! `smtps://`), with failover between them ([`Providers`]), or, with no relay configured, as
+//! `.eml` files in the outbox directory.
 //!
 //! Each mail carries `Message-ID: <message-id.recipient-index@herald>`, stable across
 //! retries and restarts, so a receiver can drop a copy sent at the instant of a crash.
@@ -14,6 +15,7 @@ use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::PoolConfig;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
+use super::providers::{Providers, Registry, Verdict};
 use super::{AttemptResult, Channel, Delivery};
 
 enum Transport {
@@ -21,17 +23,22 @@ enum Transport {
     Outbox(PathBuf),
 }
 
-pub struct Email {
+/// One relay: where it sends and as whom.
+pub struct Relay {
     from: Mailbox,
     transport: Transport,
 }
 
+pub struct Email {
+    providers: Providers<Relay>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum EmailSetupError {
-    #[error("HERALD_SMTP_FROM '{0}' is not a valid address: {1}")]
-    From(String, String),
-    #[error("HERALD_SMTP_URL is not usable: {0}")]
-    Url(String),
+    #[error("email provider '{0}': the sender '{1}' is not a valid address: {2}")]
+    From(String, String, String),
+    #[error("email provider '{0}': the SMTP URL is not usable: {1}")]
+    Url(String, String),
 }
 
 /// lettre spells STARTTLS `tls=required`; Herald's docs say `tls=starttls`. Accept both.
@@ -39,10 +46,10 @@ fn lettre_url(url: &str) -> String {
     url.replace("tls=starttls", "tls=required")
 }
 
-impl Email {
-    pub fn smtp(url: &str, from: &str, timeout: Duration) -> Result<Email, EmailSetupError> {
+impl Relay {
+    fn smtp(url: &str, from: Mailbox, timeout: Duration) -> Result<Relay, String> {
         let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(&lettre_url(url))
-            .map_err(|e| EmailSetupError::Url(e.to_string()))?
+            .map_err(|e| e.to_string())?
             .timeout(Some(timeout))
             .pool_config(
                 PoolConfig::new()
@@ -50,16 +57,9 @@ impl Email {
                     .idle_timeout(Duration::from_secs(30)),
             )
             .build();
-        Ok(Email {
-            from: parse_from(from)?,
+        Ok(Relay {
+            from,
             transport: Transport::Smtp(transport),
-        })
-    }
-
-    pub fn outbox(dir: PathBuf, from: &str) -> Result<Email, EmailSetupError> {
-        Ok(Email {
-            from: parse_from(from)?,
-            transport: Transport::Outbox(dir),
         })
     }
 
@@ -86,20 +86,85 @@ impl Email {
         };
         built.map_err(|e| e.to_string())
     }
+
+    async fn send(&self, d: &Delivery<'_>, to: &Mailbox) -> Verdict {
+        let message = match self.build(d, to.clone()) {
+            Ok(m) => m,
+            Err(e) => return Verdict::permanent(e),
+        };
+        match &self.transport {
+            Transport::Smtp(smtp) => match smtp.send(message).await {
+                Ok(response) => {
+                    let code = response.code().to_string();
+                    let text = response.message().next().unwrap_or("").to_string();
+                    Verdict::Sent {
+                        id: Some(format!("{code} {text}").trim().to_string()),
+                    }
+                }
+                Err(e) => classify(&e),
+            },
+            Transport::Outbox(dir) => {
+                match file_mail(dir, &d.delivery_id(), &message.formatted()).await {
+                    Ok(path) => Verdict::Sent {
+                        id: Some(format!("filed {}", path.display())),
+                    },
+                    Err(e) => Verdict::transient(format!("outbox: {e}")),
+                }
+            }
+        }
+    }
 }
 
-fn parse_from(from: &str) -> Result<Mailbox, EmailSetupError> {
-    from.parse().map_err(|e: lettre::address::AddressError| {
-        EmailSetupError::From(from.into(), e.to_string())
-    })
+impl Email {
+    /// The configured relays, in order; one with no URL files mail in `outbox`.
+    pub fn new(
+        configs: &[herald_common::config::EmailProviderConfig],
+        outbox: PathBuf,
+        timeout: Duration,
+        circuit: herald_common::config::CircuitConfig,
+        registry: &Registry,
+    ) -> Result<Email, EmailSetupError> {
+        let mut list = Vec::new();
+        for c in configs {
+            let from = parse_from(&c.from).map_err(|e| {
+                EmailSetupError::From(c.id.name.clone(), c.from.clone(), e.to_string())
+            })?;
+            let (kind, relay) = match &c.url {
+                Some(url) => (
+                    "smtp",
+                    Relay::smtp(url.expose(), from, timeout)
+                        .map_err(|e| EmailSetupError::Url(c.id.name.clone(), e))?,
+                ),
+                None => (
+                    "outbox",
+                    Relay {
+                        from,
+                        transport: Transport::Outbox(outbox.clone()),
+                    },
+                ),
+            };
+            list.push((c.id.clone(), kind, relay));
+        }
+        Ok(Email {
+            providers: Providers::new(ChannelKind::Email, list, circuit, registry),
+        })
+    }
 }
 
-fn classify(e: &lettre::transport::smtp::Error) -> Outcome {
-    if e.is_permanent() {
-        Outcome::PermanentError
-    } else {
-        // 4xx replies, timeouts, refused or dropped connections, TLS trouble: try again.
-        Outcome::TransientError
+fn parse_from(from: &str) -> Result<Mailbox, lettre::address::AddressError> {
+    from.parse()
+}
+
+/// An SMTP failure: a 5xx refusal of the message is permanent, except the relay's own
+/// authentication (530, 535: another relay may take it); 4xx replies, timeouts, refused or
+/// dropped connections and TLS trouble are worth trying again (or on another relay).
+fn classify(e: &lettre::transport::smtp::Error) -> Verdict {
+    let detail = format!("smtp: {e}");
+    let code = e.status().map(|c| c.to_string());
+    match code.as_deref() {
+        Some("530" | "535" | "534" | "538") => Verdict::Failover { detail },
+        _ if e.is_permanent() => Verdict::permanent(detail),
+        _ => Verdict::transient(detail),
     }
 }
 
@@ -122,26 +187,8 @@ impl Channel for Email {
                 );
             }
         };
-        let message = match self.build(d, to) {
-            Ok(m) => m,
-            Err(e) => return AttemptResult::new(Outcome::PermanentError, e),
-        };
-        match &self.transport {
-            Transport::Smtp(smtp) => match smtp.send(message).await {
-                Ok(response) => {
-                    let code = response.code().to_string();
-                    let text = response.message().next().unwrap_or("").to_string();
-                    AttemptResult::new(Outcome::Sent, format!("{code} {text}").trim().to_string())
-                }
-                Err(e) => AttemptResult::new(classify(&e), format!("smtp: {e}")),
-            },
-            Transport::Outbox(dir) => match file_mail(dir, &d.delivery_id(), &message.formatted())
-                .await
-            {
-                Ok(path) => AttemptResult::new(Outcome::Sent, format!("filed {}", path.display())),
-                Err(e) => AttemptResult::new(Outcome::TransientError, format!("outbox: {e}")),
-            },
-        }
+        let routed = self.providers.send(|relay| relay.send(d, &to)).await;
+        AttemptResult::routed(routed)
     }
 }
 

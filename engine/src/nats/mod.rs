@@ -8,11 +8,13 @@
 //! | inboxes (`<p>.inbox.<user>`) | stream `<P>_INBOX`, per-subject limit = inbox size, max age |
 //! | topic histories (`<p>.history.<topic>`) | stream `<P>_TOPICS`, per-subject limit |
 //! | dead letters (`<p>.dead`) | stream `<P>_DEAD`, 30 days |
-//! | message records, recipient states, users, idempotency keys, seq heads | key-value buckets |
+//! | message records, recipient states, users, idempotency keys, seq heads, devices, slots | key-value buckets |
 //!
 //! Every stream and bucket is created (or updated) on start, with the configured replicas.
 
 pub mod bus;
+mod devices;
+mod kv_json;
 pub mod queue;
 pub mod store;
 
@@ -61,6 +63,8 @@ pub struct Names {
     pub idempotency: String,
     pub heads: String,
     pub recent: String,
+    pub devices: String,
+    pub slots: String,
 }
 
 impl Names {
@@ -80,6 +84,8 @@ impl Names {
             idempotency: format!("{low}_idempotency"),
             heads: format!("{low}_heads"),
             recent: format!("{low}_recent"),
+            devices: format!("{low}_devices"),
+            slots: format!("{low}_slots"),
         }
     }
 }
@@ -104,6 +110,10 @@ pub struct Buckets {
     pub heads: kv::Store,
     /// Per user: the ids of the latest messages sent to them (for search).
     pub recent: kv::Store,
+    /// Per user: their push devices.
+    pub devices: kv::Store,
+    /// Per slot key (caps, robot pace): the slots taken in the window.
+    pub slots: kv::Store,
 }
 
 fn unavailable(what: &str, e: impl std::fmt::Display) -> StoreError {
@@ -255,6 +265,8 @@ async fn setup_buckets(
         (&names.idempotency, day),
         (&names.heads, Duration::ZERO),
         (&names.recent, day * 30),
+        (&names.devices, Duration::ZERO),
+        (&names.slots, day * 31),
     ]
     .map(|(name, age)| {
         let config = bucket(name, age);
@@ -284,5 +296,7 @@ async fn setup_buckets(
         idempotency: next()?,
         heads: next()?,
         recent: next()?,
+        devices: next()?,
+        slots: next()?,
     })
 }

@@ -214,13 +214,7 @@ impl JetStreamQueue {
                 channel: None,
                 attempts: Vec::new(),
                 read_at: None,
-                job: Some(JobState {
-                    idx: idx as u32,
-                    channel_idx: 0,
-                    channel_attempt: 0,
-                    due_at: record.created_at,
-                    best: None,
-                }),
+                job: Some(JobState::start(idx as u32, record.created_at)),
             };
             create_json(
                 &b.recipients,

@@ -5,21 +5,24 @@
 use std::time::Duration;
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::{self, kv, stream};
+use async_nats::jetstream::{self, stream};
 use async_trait::async_trait;
 use bytes::Bytes;
 use herald_common::api::{
-    ChannelKind, DeadLetter, DeadLetterPage, MessageStatus, MessageView, Outcome, RecipientStatus,
+    ChannelKind, DeadLetter, DeadLetterPage, MessageStatus, MessageView, RecipientStatus,
     RecipientView, UserProfile,
 };
 use herald_common::ids::encode_kv_key;
 use herald_common::protocol::MessageContent;
 use herald_common::time::{now_ms, rfc3339};
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::NatsEngine;
+pub(crate) use super::kv_json::{
+    backend, corrupt, create_json, get_json, get_json_confirmed, get_json_latest, hex, last_of,
+    modify,
+};
 use crate::store::{
     AcceptOutcome, AttemptRecord, History, HistoryPage, IdempotencyClaim, JobNext, JobState,
     MessageRecord, PendingMessage, Store, StoreError, StoreResult,
@@ -38,21 +41,12 @@ pub(crate) struct RecipientEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel: Option<ChannelKind>,
     #[serde(default)]
-    pub attempts: Vec<StoredAttempt>,
+    pub attempts: Vec<AttemptRecord>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_at: Option<i64>,
     /// Where delivery continues; `None` once final.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<JobState>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct StoredAttempt {
-    channel: ChannelKind,
-    outcome: Outcome,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    detail: Option<String>,
-    at: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -72,163 +66,12 @@ pub(crate) struct IngestRecord {
     pub hash: Option<String>,
 }
 
-pub(crate) fn backend(what: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(format!("{what}: {e}"))
-}
-
-fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(format!("{what}: {e}"))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 pub(crate) fn idempotency_key(key: &str) -> String {
     hex(&Sha256::digest(key.as_bytes()))
 }
 
 pub(crate) fn recipient_key(message_id: &str, idx: u32) -> String {
     format!("{message_id}.{idx}")
-}
-
-/// Reads a JSON value, treating deleted keys as absent.
-pub(crate) async fn get_json<T: DeserializeOwned>(
-    store: &kv::Store,
-    key: &str,
-) -> StoreResult<Option<(T, u64)>> {
-    let entry = store.entry(key).await.map_err(|e| backend("kv read", e))?;
-    match entry {
-        Some(e) if e.operation == kv::Operation::Put => {
-            let value = serde_json::from_slice(&e.value).map_err(|err| corrupt(key, err))?;
-            Ok(Some((value, e.revision)))
-        }
-        _ => Ok(None),
-    }
-}
-
-/// Reads a JSON value from the bucket's stream leader. Buckets allow direct gets, which any
-/// replica may answer — one that has not applied the latest acknowledged write yet says
-/// "absent" or gives an older revision. Wherever such an answer would lose or repeat work
-/// (a job's state, a compare-and-set after a conflict), read here.
-pub(crate) async fn get_json_latest<T: DeserializeOwned>(
-    store: &kv::Store,
-    key: &str,
-) -> StoreResult<Option<(T, u64)>> {
-    let subject = format!("{}{key}", store.prefix);
-    let message = match store.stream.get_last_raw_message_by_subject(&subject).await {
-        Ok(m) => m,
-        Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => return Ok(None),
-        Err(e) => return Err(backend("kv read", e)),
-    };
-    let deleted = message
-        .headers
-        .get("KV-Operation")
-        .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"));
-    if deleted {
-        return Ok(None);
-    }
-    let value = serde_json::from_slice(&message.payload).map_err(|err| corrupt(key, err))?;
-    Ok(Some((value, message.sequence)))
-}
-
-/// Reads from any replica, confirming an absence with the leader: for values that, once
-/// written, never change (or where an older revision is harmless) but must not be missed.
-pub(crate) async fn get_json_confirmed<T: DeserializeOwned>(
-    store: &kv::Store,
-    key: &str,
-) -> StoreResult<Option<(T, u64)>> {
-    match get_json::<T>(store, key).await? {
-        Some(found) => Ok(Some(found)),
-        None => get_json_latest::<T>(store, key).await,
-    }
-}
-
-/// The last message of `subject`, from any replica or from the stream's leader.
-async fn last_of(
-    stream: &stream::Stream,
-    subject: &str,
-    from_leader: bool,
-) -> StoreResult<Option<jetstream::message::StreamMessage>> {
-    if from_leader {
-        return match stream.get_last_raw_message_by_subject(subject).await {
-            Ok(m) => Ok(Some(m)),
-            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
-            Err(e) => Err(backend("history read", e)),
-        };
-    }
-    match stream.direct_get_last_for_subject(subject).await {
-        Ok(m) => Ok(Some(m)),
-        Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => Ok(None),
-        Err(e) => Err(backend("history read", e)),
-    }
-}
-
-/// Read-modify-write with compare-and-set, retried on conflict. `f` sees the current value
-/// (or `None`) and returns the new value and a result, or `None` to leave it unchanged.
-/// The first read may come from any replica; an absence, and every read after a conflict,
-/// is confirmed with the leader, so a lagging replica costs a retry, never a wrong answer.
-pub(crate) async fn modify<T, R>(
-    store: &kv::Store,
-    key: &str,
-    mut f: impl FnMut(Option<T>) -> StoreResult<(Option<T>, R)>,
-) -> StoreResult<R>
-where
-    T: Serialize + DeserializeOwned,
-{
-    let mut from_leader = false;
-    for _ in 0..50 {
-        let current = match from_leader {
-            true => get_json_latest::<T>(store, key).await?,
-            false => get_json_confirmed::<T>(store, key).await?,
-        };
-        let revision = current.as_ref().map(|(_, r)| *r);
-        let (next, result) = f(current.map(|(v, _)| v))?;
-        let Some(next) = next else {
-            return Ok(result);
-        };
-        let bytes = Bytes::from(serde_json::to_vec(&next).map_err(|e| corrupt(key, e))?);
-        let written = match revision {
-            Some(rev) => store
-                .update(key, bytes, rev)
-                .await
-                .map(|_| ())
-                .map_err(|e| {
-                    (
-                        e.kind() == kv::UpdateErrorKind::WrongLastRevision,
-                        e.to_string(),
-                    )
-                }),
-            None => store.create(key, bytes).await.map(|_| ()).map_err(|e| {
-                (
-                    e.kind() == kv::CreateErrorKind::AlreadyExists,
-                    e.to_string(),
-                )
-            }),
-        };
-        match written {
-            Ok(()) => return Ok(result),
-            Err((true, _)) => from_leader = true,
-            Err((false, e)) => return Err(backend("kv write", e)),
-        }
-    }
-    Err(StoreError::Unavailable(format!(
-        "{key}: too much contention"
-    )))
-}
-
-/// Creates `key` unless it exists; `false` if it already did.
-pub(crate) async fn create_json<T: Serialize>(
-    store: &kv::Store,
-    key: &str,
-    value: &T,
-) -> StoreResult<bool> {
-    let bytes = Bytes::from(serde_json::to_vec(value).map_err(|e| corrupt(key, e))?);
-    match store.create(key, bytes).await {
-        Ok(_) => Ok(true),
-        Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(false),
-        Err(e) => Err(backend("kv create", e)),
-    }
 }
 
 #[derive(Clone)]
@@ -257,6 +100,10 @@ enum Kind {
 }
 
 impl NatsStore {
+    pub(crate) fn engine(&self) -> &NatsEngine {
+        &self.engine
+    }
+
     pub async fn new(engine: NatsEngine) -> Result<NatsStore, StoreError> {
         let inbox = engine
             .js
@@ -537,19 +384,7 @@ impl NatsStore {
             status: entry.status,
             at: rfc3339(now_ms()),
             title,
-            attempts: entry
-                .attempts
-                .iter()
-                .map(|a| {
-                    AttemptRecord {
-                        channel: a.channel,
-                        outcome: a.outcome,
-                        detail: a.detail.clone(),
-                        at: a.at,
-                    }
-                    .view()
-                })
-                .collect(),
+            attempts: entry.attempts.iter().map(AttemptRecord::view).collect(),
         };
         let mut headers = HeaderMap::new();
         headers.insert(
@@ -684,12 +519,7 @@ impl Store for NatsStore {
                     return Err(corrupt(&key, "no such recipient"));
                 };
                 if let Some(a) = &attempt {
-                    e.attempts.push(StoredAttempt {
-                        channel: a.channel,
-                        outcome: a.outcome,
-                        detail: a.detail.clone(),
-                        at: a.at,
-                    });
+                    e.attempts.push(a.clone());
                 }
                 match &next {
                     JobNext::Continue(state) => e.job = Some(state.clone()),
@@ -732,19 +562,7 @@ impl Store for NatsStore {
                     user_id: e.user_id,
                     status: e.status,
                     channel: e.channel,
-                    attempts: e
-                        .attempts
-                        .iter()
-                        .map(|a| {
-                            AttemptRecord {
-                                channel: a.channel,
-                                outcome: a.outcome,
-                                detail: a.detail.clone(),
-                                at: a.at,
-                            }
-                            .view()
-                        })
-                        .collect(),
+                    attempts: e.attempts.iter().map(AttemptRecord::view).collect(),
                     read_at: e.read_at.map(rfc3339),
                 },
                 // Accepted, not yet taken in by a dispatcher.

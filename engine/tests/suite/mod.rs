@@ -4,13 +4,16 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use herald_common::api::{ChannelKind, Outcome, Priority, RecipientStatus, Strategy, UserProfile};
+use herald_common::api::{
+    ChannelKind, DeviceAddress, DeviceOutcome, Outcome, Priority, RecipientStatus, Strategy,
+    UserProfile,
+};
 use herald_common::protocol::MessageContent;
 use herald_engine::store::{
     AcceptOutcome, AttemptRecord, IdempotencyClaim, JobNext, JobState, MessageRecord,
     RecipientRecord,
 };
-use herald_engine::{Bus, History, RequestError, Store};
+use herald_engine::{Bus, Devices, History, RequestError, SlotTaken, Slots, Store};
 use tokio::sync::mpsc;
 
 pub fn record(id: &str, users: &[&str]) -> MessageRecord {
@@ -27,6 +30,8 @@ pub fn record(id: &str, users: &[&str]) -> MessageRecord {
         data: None,
         email: None,
         sms: None,
+        push: None,
+        chat: None,
         recipients: users
             .iter()
             .map(|u| RecipientRecord {
@@ -289,18 +294,11 @@ pub async fn store_contract(store: &dyn Store, recovers: bool) {
 
     // alice: offline on in_app, then sent by email.
     let now = herald_common::time::now_ms();
-    let offline = AttemptRecord {
-        channel: ChannelKind::InApp,
-        outcome: Outcome::Offline,
-        detail: None,
-        at: now,
-    };
+    let offline = AttemptRecord::new(ChannelKind::InApp, Outcome::Offline, None, now);
     let next = JobState {
-        idx: 0,
         channel_idx: 1,
-        channel_attempt: 0,
-        due_at: now,
-        best: None,
+        done_devices: vec!["phone".into()],
+        ..JobState::start(0, now)
     };
     first_advance(
         store,
@@ -316,10 +314,19 @@ pub async fn store_contract(store: &dyn Store, recovers: bool) {
         assert_eq!(mine.jobs.iter().find(|j| j.idx == 0), Some(&next));
     }
     let sent = AttemptRecord {
-        channel: ChannelKind::Email,
-        outcome: Outcome::Sent,
-        detail: Some("250 OK".into()),
-        at: now + 5,
+        provider: Some("relay-a".into()),
+        devices: vec![DeviceOutcome {
+            device_id: "phone".into(),
+            outcome: Outcome::Sent,
+            provider: Some("fcm".into()),
+            detail: None,
+        }],
+        ..AttemptRecord::new(
+            ChannelKind::Email,
+            Outcome::Sent,
+            Some("250 OK".into()),
+            now + 5,
+        )
     };
     store
         .advance(
@@ -492,4 +499,126 @@ pub async fn history_contract(history: &dyn History, limit: u64) {
     assert_eq!(page.entries.len(), 1);
     assert_eq!(page.entries[0].1.id, "t2");
     assert_eq!(page.head, 2);
+}
+
+/// Devices: one per token however often it registers, at most `max` (the least recently
+/// registered goes), deactivation that a later registration undoes.
+pub async fn devices_contract(store: &dyn Devices) {
+    let user = format!("dev-{}", ulid::Ulid::generate());
+    let fcm = |t: &str| DeviceAddress::Fcm { token: t.into() };
+    assert!(store.devices(&user).await.unwrap().is_empty());
+    store
+        .put_device(&user, "a", fcm("tok-a"), 1, 3)
+        .await
+        .unwrap();
+    store
+        .put_device(&user, "b", fcm("tok-b"), 2, 3)
+        .await
+        .unwrap();
+    // The same token under another id is the same device: the old id goes.
+    store
+        .put_device(&user, "b2", fcm("tok-b"), 3, 3)
+        .await
+        .unwrap();
+    let ids = |list: Vec<herald_engine::DeviceRecord>| {
+        list.into_iter().map(|d| d.device_id).collect::<Vec<_>>()
+    };
+    assert_eq!(ids(store.devices(&user).await.unwrap()), ["a", "b2"]);
+    store
+        .put_device(&user, "c", fcm("tok-c"), 4, 3)
+        .await
+        .unwrap();
+    store
+        .put_device(&user, "d", fcm("tok-d"), 5, 3)
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(store.devices(&user).await.unwrap()),
+        ["b2", "c", "d"],
+        "past the limit the least recently registered goes"
+    );
+    // Gone for a push sent at 10: deactivated once, with its reason.
+    assert!(
+        store
+            .deactivate_device(&user, "c", "fcm: UNREGISTERED", 10)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .deactivate_device(&user, "c", "again", 11)
+            .await
+            .unwrap()
+    );
+    let c = store
+        .devices(&user)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|d| d.device_id == "c")
+        .unwrap();
+    assert!(!c.active);
+    assert_eq!(c.deactivated_reason.as_deref(), Some("fcm: UNREGISTERED"));
+    // A device that registered again after the push was sent stays active.
+    store
+        .put_device(&user, "d", fcm("tok-d"), 20, 3)
+        .await
+        .unwrap();
+    assert!(
+        !store
+            .deactivate_device(&user, "d", "apns: 410", 15)
+            .await
+            .unwrap()
+    );
+    assert!(store.delete_device(&user, "b2").await.unwrap());
+    assert!(!store.delete_device(&user, "b2").await.unwrap());
+    assert_eq!(ids(store.devices(&user).await.unwrap()), ["c", "d"]);
+}
+
+/// Slots: a sliding window per key, idempotent per token, never more than the limit even
+/// when taken concurrently.
+pub async fn slots_contract(store: &(dyn Slots + Sync)) {
+    let key = format!("cap:{}", ulid::Ulid::generate());
+    let now = 1_000_000;
+    assert_eq!(
+        store.take_slot(&key, "m1", 2, 1000, now).await.unwrap(),
+        SlotTaken::Granted
+    );
+    assert_eq!(
+        store.take_slot(&key, "m1", 2, 1000, now + 1).await.unwrap(),
+        SlotTaken::Granted,
+        "the same token is the same slot"
+    );
+    assert_eq!(
+        store.take_slot(&key, "m2", 2, 1000, now + 2).await.unwrap(),
+        SlotTaken::Granted
+    );
+    assert_eq!(
+        store.take_slot(&key, "m3", 2, 1000, now + 3).await.unwrap(),
+        SlotTaken::Full { until: now + 1000 }
+    );
+    assert_eq!(
+        store
+            .take_slot(&key, "m3", 2, 1000, now + 1001)
+            .await
+            .unwrap(),
+        SlotTaken::Granted,
+        "the window slides"
+    );
+    // Concurrent takers: exactly `limit` win.
+    let key = format!("race:{}", ulid::Ulid::generate());
+    let takes = (0..20).map(|i| {
+        let key = key.clone();
+        async move {
+            store
+                .take_slot(&key, &format!("t{i}"), 5, 60_000, now)
+                .await
+                .unwrap()
+        }
+    });
+    let results = futures::future::join_all(takes).await;
+    assert_eq!(
+        results.iter().filter(|r| **r == SlotTaken::Granted).count(),
+        5
+    );
 }

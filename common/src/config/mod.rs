@@ -1,11 +1,21 @@
 //! Configuration: every setting is an environment variable (`ENV_*` below) and may also come
 //! from a TOML file; precedence is flag, then environment, then file, then default.
 //!
-//! Loading parses and checks values but never binds sockets or opens files; role-specific
-//! requirements (secrets) are checked by [`Config::validate`]. `main` turns any
-//! [`ConfigError`] into one line on stderr and exit code 64.
+//! Loading parses and checks values and reads only the secret files it is pointed at
+//! (`HERALD_*_FILE`, `*_file`); it never binds sockets. Role-specific requirements (secrets)
+//! are checked by [`Config::validate`]. `main` turns any [`ConfigError`] into one line on
+//! stderr and exit code 64. Provider lists (several per channel) are in [`providers`].
 
-use std::collections::BTreeMap;
+mod providers;
+
+pub use providers::{
+    APNS_URL, ApnsConfig, CapConfig, EmailProviderConfig, FCM_URL, FcmConfig, ProviderName,
+    PushConfig, SmsKind, SmsProviderConfig, WebPushConfig, check_http_url, check_smtp_url,
+    check_vapid_subject, validate_name,
+};
+use providers::{Entry, FileProviders};
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -63,6 +73,36 @@ pub const ENV_PUBLIC_WS_URL: &str = "HERALD_PUBLIC_WS_URL";
 pub const ENV_ALERT_ERROR_RATE: &str = "HERALD_ALERT_ERROR_RATE";
 pub const ENV_ALERT_MIN_ATTEMPTS: &str = "HERALD_ALERT_MIN_ATTEMPTS";
 pub const ENV_ALERT_WINDOW_S: &str = "HERALD_ALERT_WINDOW_S";
+// SPEC §7: push providers, devices, outbound TLS.
+pub const ENV_FCM_CREDENTIALS_FILE: &str = "HERALD_FCM_CREDENTIALS_FILE";
+pub const ENV_FCM_URL: &str = "HERALD_FCM_URL";
+pub const ENV_APNS_KEY_FILE: &str = "HERALD_APNS_KEY_FILE";
+pub const ENV_APNS_KEY_ID: &str = "HERALD_APNS_KEY_ID";
+pub const ENV_APNS_TEAM_ID: &str = "HERALD_APNS_TEAM_ID";
+pub const ENV_APNS_TOPIC: &str = "HERALD_APNS_TOPIC";
+pub const ENV_APNS_URL: &str = "HERALD_APNS_URL";
+pub const ENV_VAPID_PRIVATE_KEY_FILE: &str = "HERALD_VAPID_PRIVATE_KEY_FILE";
+pub const ENV_VAPID_SUBJECT: &str = "HERALD_VAPID_SUBJECT";
+pub const ENV_TLS_CA_FILE: &str = "HERALD_TLS_CA_FILE";
+pub const ENV_MAX_DEVICES_PER_USER: &str = "HERALD_MAX_DEVICES_PER_USER";
+pub const ENV_PUSH_TIMEOUT_MS: &str = "HERALD_PUSH_TIMEOUT_MS";
+pub const ENV_CHAT_TIMEOUT_MS: &str = "HERALD_CHAT_TIMEOUT_MS";
+pub const ENV_CIRCUIT_FAILURES: &str = "HERALD_CIRCUIT_FAILURES";
+pub const ENV_CIRCUIT_COOLDOWN_S: &str = "HERALD_CIRCUIT_COOLDOWN_S";
+pub const ENV_CORS_ORIGINS: &str = "HERALD_CORS_ORIGINS";
+// Secrets from files: each names a file holding the setting without `_FILE`.
+pub const ENV_API_KEYS_FILE: &str = "HERALD_API_KEYS_FILE";
+pub const ENV_JWT_SECRET_FILE: &str = "HERALD_JWT_SECRET_FILE";
+pub const ENV_SMTP_URL_FILE: &str = "HERALD_SMTP_URL_FILE";
+pub const ENV_SMS_TOKEN_FILE: &str = "HERALD_SMS_TOKEN_FILE";
+
+/// Settings that may instead be read from the file another setting names.
+const FROM_FILES: &[(&str, &str)] = &[
+    (ENV_API_KEYS, ENV_API_KEYS_FILE),
+    (ENV_JWT_SECRET, ENV_JWT_SECRET_FILE),
+    (ENV_SMTP_URL, ENV_SMTP_URL_FILE),
+    (ENV_SMS_TOKEN, ENV_SMS_TOKEN_FILE),
+];
 
 /// Every setting: env name, default (None = unset).
 const SETTINGS: &[(&str, Option<&str>)] = &[
@@ -84,7 +124,7 @@ const SETTINGS: &[(&str, Option<&str>)] = &[
     (ENV_SMS_TOKEN, None),
     (ENV_SMS_ACCOUNT, None),
     (ENV_SMS_FROM, None),
-    (ENV_DEFAULT_CHANNELS, Some("in_app,email,sms")),
+    (ENV_DEFAULT_CHANNELS, Some("in_app,push,email,sms")),
     (ENV_ACK_TIMEOUT_MS, Some("3000")),
     (ENV_HEARTBEAT_S, Some("25")),
     (ENV_MAX_FRAME_BYTES, Some("65536")),
@@ -116,6 +156,26 @@ const SETTINGS: &[(&str, Option<&str>)] = &[
     (ENV_ALERT_ERROR_RATE, Some("0.5")),
     (ENV_ALERT_MIN_ATTEMPTS, Some("20")),
     (ENV_ALERT_WINDOW_S, Some("60")),
+    (ENV_FCM_CREDENTIALS_FILE, None),
+    (ENV_FCM_URL, Some(FCM_URL)),
+    (ENV_APNS_KEY_FILE, None),
+    (ENV_APNS_KEY_ID, None),
+    (ENV_APNS_TEAM_ID, None),
+    (ENV_APNS_TOPIC, None),
+    (ENV_APNS_URL, Some(APNS_URL)),
+    (ENV_VAPID_PRIVATE_KEY_FILE, None),
+    (ENV_VAPID_SUBJECT, None),
+    (ENV_TLS_CA_FILE, None),
+    (ENV_MAX_DEVICES_PER_USER, Some("20")),
+    (ENV_PUSH_TIMEOUT_MS, Some("10000")),
+    (ENV_CHAT_TIMEOUT_MS, Some("10000")),
+    (ENV_CIRCUIT_FAILURES, Some("5")),
+    (ENV_CIRCUIT_COOLDOWN_S, Some("30")),
+    (ENV_CORS_ORIGINS, None),
+    (ENV_API_KEYS_FILE, None),
+    (ENV_JWT_SECRET_FILE, None),
+    (ENV_SMTP_URL_FILE, None),
+    (ENV_SMS_TOKEN_FILE, None),
 ];
 
 /// A bad configuration, said in one line.
@@ -143,12 +203,6 @@ impl std::fmt::Debug for Secret {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SmsProvider {
-    Generic,
-    Twilio,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
     Json,
@@ -163,14 +217,13 @@ pub enum Role {
     Token,
 }
 
-#[derive(Debug, Clone)]
-pub struct SmsConfig {
-    pub provider: SmsProvider,
-    pub url: Option<String>,
-    pub token: Option<Secret>,
-    pub account: Option<String>,
-    pub from: Option<String>,
-    pub timeout: Duration,
+/// When a provider's circuit opens, and for how long.
+#[derive(Debug, Clone, Copy)]
+pub struct CircuitConfig {
+    /// Transient failures in a row that open it.
+    pub failures: u32,
+    /// How long it stays open before one trial request (half-open).
+    pub cooldown: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -222,10 +275,24 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub nats_url: Option<String>,
     pub nats_prefix: String,
-    pub smtp_url: Option<Secret>,
+    /// The default sender of every email provider.
     pub smtp_from: String,
     pub smtp_timeout: Duration,
-    pub sms: SmsConfig,
+    /// Email providers in order (one at least: the outbox when none is set).
+    pub email: Vec<EmailProviderConfig>,
+    /// SMS providers in order (one at least: the outbox when none is set).
+    pub sms: Vec<SmsProviderConfig>,
+    pub sms_timeout: Duration,
+    pub push: PushConfig,
+    pub push_timeout: Duration,
+    pub chat_timeout: Duration,
+    pub circuit: CircuitConfig,
+    /// Extra trusted roots for every outbound TLS connection (SMTP, providers).
+    pub tls_ca_file: Option<PathBuf>,
+    pub max_devices_per_user: usize,
+    pub caps: Vec<CapConfig>,
+    /// Browser origins allowed to call `/v1/me/…` with a client token (`*`: any).
+    pub cors_origins: Vec<String>,
     pub default_channels: Vec<ChannelKind>,
     pub ack_timeout: Duration,
     pub heartbeat: Duration,
@@ -317,9 +384,13 @@ fn file_key(env: &str) -> String {
     env.trim_start_matches("HERALD_").to_ascii_lowercase()
 }
 
-fn file_settings(text: &str) -> Result<BTreeMap<&'static str, String>, ConfigError> {
-    let table: toml::Table =
+/// A config file: its flat settings (keyed by env name) and its provider tables.
+fn file_settings(
+    text: &str,
+) -> Result<(BTreeMap<&'static str, String>, FileProviders), ConfigError> {
+    let mut table: toml::Table =
         toml::from_str(text).map_err(|e| ConfigError(format!("config file: {e}")))?;
+    let providers = FileProviders::take(&mut table)?;
     let mut out = BTreeMap::new();
     for (key, value) in table {
         let Some((env, _)) = SETTINGS.iter().find(|(env, _)| file_key(env) == key) else {
@@ -345,16 +416,34 @@ fn file_settings(text: &str) -> Result<BTreeMap<&'static str, String>, ConfigErr
         };
         out.insert(*env, text);
     }
-    Ok(out)
+    Ok((out, providers))
 }
+
+/// Reads a secret file for [`Config::load`].
+pub fn read_secret_file(path: &std::path::Path) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+type ReadFile<'a> = &'a dyn Fn(&std::path::Path) -> Result<String, String>;
 
 impl Config {
     /// Builds the configuration from defaults, a TOML file's text, the environment (looked up
     /// through `env`) and command-line `flags` (env name → value), in rising precedence.
+    /// Secret files are read from disk.
     pub fn load(
         file_text: Option<&str>,
         env: impl Fn(&str) -> Option<String>,
         flags: &[(&'static str, String)],
+    ) -> Result<Config, ConfigError> {
+        Self::load_with(file_text, env, flags, &read_secret_file)
+    }
+
+    /// [`Config::load`], reading secret files through `read_file`.
+    pub fn load_with(
+        file_text: Option<&str>,
+        env: impl Fn(&str) -> Option<String>,
+        flags: &[(&'static str, String)],
+        read_file: ReadFile<'_>,
     ) -> Result<Config, ConfigError> {
         let mut raw = BTreeMap::new();
         for (key, default) in SETTINGS {
@@ -362,18 +451,205 @@ impl Config {
                 raw.insert(*key, d.to_string());
             }
         }
+        let mut file_providers = FileProviders::default();
+        let mut from_env = BTreeSet::new();
         if let Some(text) = file_text {
-            raw.extend(file_settings(text)?);
+            let (flat, providers) = file_settings(text)?;
+            raw.extend(flat);
+            file_providers = providers;
         }
         for (key, _) in SETTINGS {
             if let Some(v) = env(key) {
                 raw.insert(*key, v);
+                from_env.insert(*key);
             }
         }
         for (key, value) in flags {
             raw.insert(key, value.clone());
+            from_env.insert(*key);
         }
-        Self::from_raw(&Raw(raw))
+        for (setting, file_setting) in FROM_FILES {
+            let Some(path) = raw.get(file_setting).filter(|p| !p.trim().is_empty()) else {
+                continue;
+            };
+            if raw.get(setting).is_some_and(|v| !v.trim().is_empty()) {
+                return Err(ConfigError(format!(
+                    "set {setting} or {file_setting}, not both"
+                )));
+            }
+            let text = read_file(std::path::Path::new(path.trim()))
+                .map_err(|e| ConfigError(format!("{file_setting}: {e}")))?;
+            raw.insert(setting, text.trim_end_matches(['\r', '\n']).to_string());
+        }
+        let raw = Raw(raw);
+        let mut config = Self::from_raw(&raw)?;
+        config.providers_from(&raw, file_providers, &from_env, read_file)?;
+        Ok(config)
+    }
+
+    /// The provider lists: the file's arrays, or the env shorthand for one provider (the
+    /// environment wins where both are given).
+    fn providers_from(
+        &mut self,
+        raw: &Raw,
+        file: FileProviders,
+        from_env: &BTreeSet<&'static str>,
+        read_file: ReadFile<'_>,
+    ) -> Result<(), ConfigError> {
+        let entries = |list: Option<Vec<toml::Table>>, what: &'static str| {
+            list.unwrap_or_default()
+                .into_iter()
+                .enumerate()
+                .map(move |(i, t)| Entry::new(format!("[[{what}]] #{}", i + 1), t, read_file))
+        };
+        let env_says = |keys: &[&str]| keys.iter().any(|k| from_env.contains(k));
+        let one = |name: &str| ProviderName {
+            name: name.into(),
+            weight: 1,
+        };
+
+        // SMS.
+        if file.sms.is_some() && !env_says(&[ENV_SMS_URL]) {
+            if raw.get(ENV_SMS_URL).is_some() {
+                return Err(ConfigError(
+                    "config file: use [[sms.providers]] or sms_url, not both".into(),
+                ));
+            }
+            self.sms = entries(file.sms, "sms.providers")
+                .map(providers::sms_entry)
+                .collect::<Result<_, _>>()?;
+        } else {
+            let kind = SmsKind::parse(raw.req(ENV_SMS_PROVIDER)?).map_err(|e| {
+                ConfigError(format!(
+                    "{ENV_SMS_PROVIDER}='{}' {e}",
+                    raw.get(ENV_SMS_PROVIDER).unwrap_or("")
+                ))
+            })?;
+            let shorthand = SmsProviderConfig {
+                id: one("sms"),
+                kind,
+                url: raw
+                    .get(ENV_SMS_URL)
+                    .map(|u| u.trim_end_matches('/').to_string()),
+                token: raw.get(ENV_SMS_TOKEN).map(Secret::new),
+                account: raw.get(ENV_SMS_ACCOUNT).map(str::to_string),
+                from: raw.get(ENV_SMS_FROM).map(str::to_string),
+                sign_name: None,
+                template: None,
+                param: "content".into(),
+                app_id: None,
+                region: "ap-guangzhou".into(),
+            };
+            if let Some(url) = &shorthand.url {
+                check_http_url(url).map_err(|e| ConfigError(format!("{ENV_SMS_URL} {e}")))?;
+            }
+            if matches!(kind, SmsKind::Aliyun | SmsKind::Tencent) {
+                return Err(ConfigError(format!(
+                    "{ENV_SMS_PROVIDER}={}: template providers need [[sms.providers]] in herald.toml (sign_name, template)",
+                    kind.as_str()
+                )));
+            }
+            shorthand.check().map_err(|e| {
+                ConfigError(format!(
+                    "{e} ({ENV_SMS_ACCOUNT}, {ENV_SMS_TOKEN}, {ENV_SMS_FROM})"
+                ))
+            })?;
+            self.sms = vec![shorthand];
+        }
+        providers::unique("[[sms.providers]]", self.sms.iter().map(|p| &p.id))?;
+
+        // Email.
+        if file.email.is_some() && !env_says(&[ENV_SMTP_URL]) {
+            if raw.get(ENV_SMTP_URL).is_some() {
+                return Err(ConfigError(
+                    "config file: use [[email.providers]] or smtp_url, not both".into(),
+                ));
+            }
+            let from = self.smtp_from.clone();
+            self.email = entries(file.email, "email.providers")
+                .map(|e| providers::email_entry(e, &from))
+                .collect::<Result<_, _>>()?;
+        } else {
+            let url = raw.get(ENV_SMTP_URL).map(Secret::new);
+            if let Some(u) = &url {
+                check_smtp_url(u.expose())
+                    .map_err(|e| ConfigError(format!("{ENV_SMTP_URL} {e}")))?;
+            }
+            self.email = vec![EmailProviderConfig {
+                id: one("smtp"),
+                url,
+                from: self.smtp_from.clone(),
+            }];
+        }
+        providers::unique("[[email.providers]]", self.email.iter().map(|p| &p.id))?;
+
+        // Push.
+        let api_base = |key: &str| -> Result<String, ConfigError> {
+            let url = raw.req(key)?.trim_end_matches('/').to_string();
+            check_http_url(&url).map_err(|e| ConfigError(format!("{key} {e}")))?;
+            Ok(url)
+        };
+        self.push.fcm = match raw.get(ENV_FCM_CREDENTIALS_FILE) {
+            Some(path) if file.fcm.is_none() || env_says(&[ENV_FCM_CREDENTIALS_FILE]) => {
+                vec![FcmConfig {
+                    id: one("fcm"),
+                    credentials_file: PathBuf::from(path),
+                    url: api_base(ENV_FCM_URL)?,
+                }]
+            }
+            _ => entries(file.fcm, "push.fcm")
+                .map(providers::fcm_entry)
+                .collect::<Result<_, _>>()?,
+        };
+        self.push.apns = match raw.get(ENV_APNS_KEY_FILE) {
+            Some(path) if file.apns.is_none() || env_says(&[ENV_APNS_KEY_FILE]) => {
+                let need = |k: &str| {
+                    raw.get(k).map(str::to_string).ok_or_else(|| {
+                        ConfigError(format!(
+                            "{ENV_APNS_KEY_FILE} needs {ENV_APNS_KEY_ID} and {ENV_APNS_TEAM_ID} too ({k} is not set)"
+                        ))
+                    })
+                };
+                vec![ApnsConfig {
+                    id: one("apns"),
+                    key_file: PathBuf::from(path),
+                    key_id: need(ENV_APNS_KEY_ID)?,
+                    team_id: need(ENV_APNS_TEAM_ID)?,
+                    topic: raw.get(ENV_APNS_TOPIC).map(str::to_string),
+                    url: api_base(ENV_APNS_URL)?,
+                }]
+            }
+            _ => entries(file.apns, "push.apns")
+                .map(providers::apns_entry)
+                .collect::<Result<_, _>>()?,
+        };
+        self.push.webpush = match raw.get(ENV_VAPID_PRIVATE_KEY_FILE) {
+            Some(path) if file.webpush.is_none() || env_says(&[ENV_VAPID_PRIVATE_KEY_FILE]) => {
+                let subject = raw.get(ENV_VAPID_SUBJECT).ok_or_else(|| {
+                    ConfigError(format!(
+                        "{ENV_VAPID_PRIVATE_KEY_FILE} needs {ENV_VAPID_SUBJECT} (mailto:you@example.com)"
+                    ))
+                })?;
+                check_vapid_subject(subject)
+                    .map_err(|e| ConfigError(format!("{ENV_VAPID_SUBJECT}: {e}")))?;
+                vec![WebPushConfig {
+                    id: one("webpush"),
+                    private_key_file: PathBuf::from(path),
+                    subject: subject.to_string(),
+                }]
+            }
+            _ => entries(file.webpush, "push.webpush")
+                .map(providers::webpush_entry)
+                .collect::<Result<_, _>>()?,
+        };
+        providers::unique("[[push.fcm]]", self.push.fcm.iter().map(|p| &p.id))?;
+        providers::unique("[[push.apns]]", self.push.apns.iter().map(|p| &p.id))?;
+        providers::unique("[[push.webpush]]", self.push.webpush.iter().map(|p| &p.id))?;
+
+        self.caps = entries(file.caps, "caps")
+            .map(providers::cap_entry)
+            .collect::<Result<_, _>>()?;
+        Ok(())
     }
 
     fn from_raw(raw: &Raw) -> Result<Config, ConfigError> {
@@ -388,33 +664,6 @@ impl Config {
             .collect::<Result<_, _>>()?;
         validate_channels(&default_channels)
             .map_err(|e| ConfigError(format!("{ENV_DEFAULT_CHANNELS}: {e}")))?;
-        let smtp_url = raw.get(ENV_SMTP_URL).map(str::to_string);
-        if let Some(url) = &smtp_url
-            && !(url.starts_with("smtp://") || url.starts_with("smtps://"))
-        {
-            return Err(ConfigError(format!(
-                "{ENV_SMTP_URL} must start with smtp:// or smtps://"
-            )));
-        }
-        let sms_url = raw
-            .get(ENV_SMS_URL)
-            .map(|u| u.trim_end_matches('/').to_string());
-        if let Some(url) = &sms_url
-            && !(url.starts_with("http://") || url.starts_with("https://"))
-        {
-            return Err(ConfigError(format!(
-                "{ENV_SMS_URL} must start with http:// or https://"
-            )));
-        }
-        let provider = match raw.req(ENV_SMS_PROVIDER)? {
-            "generic" => SmsProvider::Generic,
-            "twilio" => SmsProvider::Twilio,
-            other => {
-                return Err(ConfigError(format!(
-                    "{ENV_SMS_PROVIDER}='{other}' is not one of: generic, twilio"
-                )));
-            }
-        };
         let log_format = match raw.req(ENV_LOG_FORMAT)? {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
@@ -458,17 +707,27 @@ impl Config {
             data_dir: PathBuf::from(raw.req(ENV_DATA_DIR)?),
             nats_url: raw.get(ENV_NATS_URL).map(str::to_string),
             nats_prefix: prefix,
-            smtp_url: smtp_url.map(Secret),
             smtp_from: raw.req(ENV_SMTP_FROM)?.to_string(),
             smtp_timeout: ms(ENV_SMTP_TIMEOUT_MS)?,
-            sms: SmsConfig {
-                provider,
-                url: sms_url,
-                token: raw.get(ENV_SMS_TOKEN).map(Secret::new),
-                account: raw.get(ENV_SMS_ACCOUNT).map(str::to_string),
-                from: raw.get(ENV_SMS_FROM).map(str::to_string),
-                timeout: ms(ENV_SMS_TIMEOUT_MS)?,
+            // Filled in by `providers_from`.
+            email: Vec::new(),
+            sms: Vec::new(),
+            sms_timeout: ms(ENV_SMS_TIMEOUT_MS)?,
+            push: PushConfig::default(),
+            push_timeout: ms(ENV_PUSH_TIMEOUT_MS)?,
+            chat_timeout: ms(ENV_CHAT_TIMEOUT_MS)?,
+            circuit: CircuitConfig {
+                failures: raw.positive(ENV_CIRCUIT_FAILURES)?.min(1000) as u32,
+                cooldown: Duration::from_secs(raw.positive(ENV_CIRCUIT_COOLDOWN_S)?),
             },
+            tls_ca_file: raw.get(ENV_TLS_CA_FILE).map(PathBuf::from),
+            max_devices_per_user: raw.positive(ENV_MAX_DEVICES_PER_USER)?.min(1000) as usize,
+            caps: Vec::new(),
+            cors_origins: raw
+                .list(ENV_CORS_ORIGINS)
+                .into_iter()
+                .map(|o| o.trim_end_matches('/').to_string())
+                .collect(),
             default_channels,
             ack_timeout: Duration::from_millis(ack_ms),
             heartbeat: Duration::from_secs(raw.positive(ENV_HEARTBEAT_S)?),
@@ -559,14 +818,6 @@ impl Config {
                 }
             )));
         }
-        let twilio = self.sms.url.is_some() && self.sms.provider == SmsProvider::Twilio;
-        if twilio
-            && (self.sms.account.is_none() || self.sms.token.is_none() || self.sms.from.is_none())
-        {
-            return Err(ConfigError(format!(
-                "the twilio provider needs {ENV_SMS_ACCOUNT}, {ENV_SMS_TOKEN} and {ENV_SMS_FROM}"
-            )));
-        }
         Ok(())
     }
 
@@ -584,6 +835,7 @@ pub fn setting_names() -> impl Iterator<Item = &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let map: BTreeMap<String, String> = pairs
@@ -603,8 +855,17 @@ mod tests {
         assert_eq!(c.smtp_from, "herald@localhost");
         assert_eq!(
             c.default_channels,
-            vec![ChannelKind::InApp, ChannelKind::Email, ChannelKind::Sms]
+            vec![
+                ChannelKind::InApp,
+                ChannelKind::Push,
+                ChannelKind::Email,
+                ChannelKind::Sms
+            ]
         );
+        assert_eq!(c.email.len(), 1, "the outbox when no SMTP is set");
+        assert!(c.email[0].url.is_none());
+        assert_eq!(c.sms[0].id.name, "sms");
+        assert!(c.push.is_empty());
         assert_eq!(c.ack_timeout, Duration::from_millis(3000));
         assert_eq!(c.retry.attempts, 5);
         assert!(c.validate(Role::Serve).is_err());
@@ -630,6 +891,8 @@ mod tests {
             (ENV_ACK_TIMEOUT_MS, "0"),
             (ENV_SMTP_URL, "http://x"),
             (ENV_SMS_PROVIDER, "carrier-pigeon"),
+            (ENV_SMS_URL, "ftp://x"),
+            (ENV_APNS_KEY_FILE, "/k.p8"),
         ];
         for (k, v) in cases {
             let err = Config::load(None, env_of(&[(k, v)]), &[]).unwrap_err();
@@ -662,6 +925,208 @@ mod tests {
         );
         assert!(format!("{c:?}").contains("<redacted>"));
         assert!(!format!("{c:?}").contains("\"s\""));
+    }
+
+    fn files(list: &[(&str, &str)]) -> impl Fn(&Path) -> Result<String, String> {
+        let map: BTreeMap<String, String> = list
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |p: &Path| {
+            map.get(p.to_str().unwrap_or(""))
+                .cloned()
+                .ok_or_else(|| format!("cannot read {}: not found", p.display()))
+        }
+    }
+
+    #[test]
+    fn provider_lists_come_from_the_file_and_secrets_from_files() {
+        let file = r#"
+smtp_from = "ops@example.com"
+[[sms.providers]]
+name = "primary"
+kind = "twilio"
+url = "https://api.twilio.com"
+account = "AC1"
+token_file = "/run/twilio"
+from = "+15550001111"
+weight = 3
+[[sms.providers]]
+name = "backup"
+url = "https://sms.example.com/send"
+token = "inline"
+[[sms.providers]]
+name = "aliyun"
+kind = "aliyun"
+account = "LTAI"
+token = "s3cret"
+sign_name = "Herald"
+template = "SMS_1"
+[[email.providers]]
+name = "relay-a"
+url_file = "/run/smtp-a"
+[[email.providers]]
+name = "relay-b"
+url = "smtps://relay-b.example.com:465"
+from = "b@example.com"
+[[push.apns]]
+name = "apns-key-1"
+key_file = "/keys/AuthKey.p8"
+key_id = "ABC123DEFG"
+team_id = "TEAM123456"
+topic = "com.example.app"
+url = "http://127.0.0.1:9"
+[[caps]]
+category = "marketing"
+per_user = 3
+window_s = 86400
+"#;
+        let read = files(&[
+            (
+                "/run/twilio",
+                "tw-token
+",
+            ),
+            (
+                "/run/smtp-a",
+                "smtp://u:p@relay-a.example.com:587?tls=starttls
+",
+            ),
+        ]);
+        let c = Config::load_with(Some(file), env_of(&[]), &[], &read).unwrap();
+        let names: Vec<&str> = c.sms.iter().map(|p| p.id.name.as_str()).collect();
+        assert_eq!(names, ["primary", "backup", "aliyun"]);
+        assert_eq!(c.sms[0].kind, SmsKind::Twilio);
+        assert_eq!(c.sms[0].id.weight, 3);
+        assert_eq!(c.sms[0].token.as_ref().unwrap().expose(), "tw-token");
+        assert_eq!(
+            c.sms[2].url.as_deref(),
+            Some("https://dysmsapi.aliyuncs.com")
+        );
+        assert_eq!(
+            c.email[0].url.as_ref().unwrap().expose(),
+            "smtp://u:p@relay-a.example.com:587?tls=starttls"
+        );
+        assert_eq!(c.email[0].from, "ops@example.com");
+        assert_eq!(c.email[1].from, "b@example.com");
+        assert_eq!(c.push.apns[0].topic.as_deref(), Some("com.example.app"));
+        assert_eq!(c.caps[0].per_user, 3);
+        assert!(
+            !format!("{c:?}").contains("tw-token"),
+            "secrets stay redacted"
+        );
+
+        // The env shorthand replaces the file's list.
+        let env = env_of(&[
+            (ENV_SMS_URL, "https://one.example.com"),
+            (ENV_SMS_TOKEN_FILE, "/run/one"),
+        ]);
+        let read = files(&[
+            ("/run/twilio", "x"),
+            ("/run/smtp-a", "smtp://a"),
+            ("/run/one", "one-token"),
+        ]);
+        let c = Config::load_with(Some(file), env, &[], &read).unwrap();
+        assert_eq!(c.sms.len(), 1);
+        assert_eq!(c.sms[0].token.as_ref().unwrap().expose(), "one-token");
+    }
+
+    #[test]
+    fn bad_provider_entries_are_named() {
+        let cases = [
+            (
+                "[[sms.providers]]
+name = \"A B\"
+",
+                "name",
+            ),
+            (
+                "[[sms.providers]]
+name = \"a\"
+kind = \"pigeon\"
+",
+                "kind",
+            ),
+            (
+                "[[sms.providers]]
+name = \"a\"
+kind = \"twilio\"
+url = \"https://x\"
+",
+                "account",
+            ),
+            (
+                "[[sms.providers]]
+name = \"a\"
+[[sms.providers]]
+name = \"a\"
+",
+                "two providers",
+            ),
+            (
+                "[[sms.providers]]
+name = \"a\"
+colour = 1
+",
+                "colour",
+            ),
+            (
+                "[[sms.providers]]
+name = \"a\"
+token_file = \"/nope\"
+",
+                "/nope",
+            ),
+            (
+                "[[email.providers]]
+name = \"a\"
+url = \"http://x\"
+",
+                "smtp://",
+            ),
+            (
+                "[[push.webpush]]
+name = \"w\"
+private_key_file = \"k\"
+subject = \"me\"
+",
+                "mailto",
+            ),
+            (
+                "[[push.fax]]
+name = \"f\"
+",
+                "push.fax",
+            ),
+            (
+                "[[caps]]
+category = \"Promo!\"
+per_user = 1
+window_s = 1
+",
+                "category",
+            ),
+            (
+                "[[caps]]
+category = \"promo\"
+per_user = 0
+window_s = 1
+",
+                "per_user",
+            ),
+        ];
+        for (file, says) in cases {
+            let err = Config::load_with(Some(file), env_of(&[]), &[], &files(&[])).unwrap_err();
+            assert!(err.0.contains(says), "{file}: {err}");
+        }
+        let err = Config::load_with(
+            None,
+            env_of(&[(ENV_JWT_SECRET, "a"), (ENV_JWT_SECRET_FILE, "/x")]),
+            &[],
+            &files(&[]),
+        )
+        .unwrap_err();
+        assert!(err.0.contains("not both"), "{err}");
     }
 
     #[test]

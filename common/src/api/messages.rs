@@ -1,141 +1,12 @@
-//! HTTP API types (SPEC §3): request and response bodies, statuses, outcomes and error codes.
-
-use std::collections::BTreeMap;
-use std::fmt;
-use std::str::FromStr;
+//! Messages (SPEC §3): what a backend sends, and where it went.
 
 use serde::{Deserialize, Serialize};
 
+use super::{
+    ChannelKind, DeviceOutcome, MAX_ACK_TIMEOUT_MS, MAX_IDEMPOTENCY_KEY, MAX_RECIPIENTS,
+    MessageStatus, Outcome, Priority, RecipientStatus, Strategy,
+};
 use crate::ids::validate_user_id;
-
-/// The largest request body the API reads.
-pub const MAX_BODY_BYTES: usize = 256 * 1024;
-/// The most recipients one `POST /v1/messages` may name.
-pub const MAX_RECIPIENTS: usize = 1000;
-/// The longest `ack_timeout_ms` a message may ask for.
-pub const MAX_ACK_TIMEOUT_MS: u64 = 300_000;
-/// The longest idempotency key.
-pub const MAX_IDEMPOTENCY_KEY: usize = 255;
-
-macro_rules! string_enum {
-    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
-        #[serde(rename_all = "snake_case")]
-        pub enum $name { $($variant),+ }
-
-        impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $text),+ }
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl FromStr for $name {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Self, String> {
-                match s {
-                    $($text => Ok($name::$variant),)+
-                    other => Err(format!(
-                        concat!("unknown ", stringify!($name), " '{}' (expected one of: {})"),
-                        other,
-                        [$($text),+].join(", ")
-                    )),
-                }
-            }
-        }
-    };
-}
-
-string_enum!(
-    /// A delivery channel. New channels (push, chat) are added here and in the dispatcher's
-    /// channel registry.
-    ChannelKind { InApp => "in_app", Email => "email", Sms => "sms" }
-);
-
-string_enum!(
-    /// How a recipient's channels are used.
-    Strategy { Fallback => "fallback", All => "all" }
-);
-
-string_enum!(
-    /// Delivery priority; each has its own lane, so high never waits behind low.
-    Priority { High => "high", Normal => "normal", Low => "low" }
-);
-
-string_enum!(
-    /// Where one recipient's delivery stands.
-    RecipientStatus {
-        Pending => "pending",
-        Delivered => "delivered",
-        Sent => "sent",
-        Failed => "failed",
-        Expired => "expired",
-    }
-);
-
-string_enum!(
-    /// What one attempt on one channel came to.
-    Outcome {
-        Acked => "acked",
-        Offline => "offline",
-        AckTimeout => "ack_timeout",
-        Sent => "sent",
-        TransientError => "transient_error",
-        PermanentError => "permanent_error",
-        Skipped => "skipped",
-    }
-);
-
-string_enum!(
-    /// A message's overall status, derived from its recipients.
-    MessageStatus { Pending => "pending", Delivered => "delivered", Failed => "failed", Partial => "partial" }
-);
-
-impl RecipientStatus {
-    pub fn is_final(self) -> bool {
-        self != RecipientStatus::Pending
-    }
-}
-
-impl Priority {
-    /// Lane index: 0 is the most urgent.
-    pub fn lane(self) -> usize {
-        match self {
-            Priority::High => 0,
-            Priority::Normal => 1,
-            Priority::Low => 2,
-        }
-    }
-}
-
-impl MessageStatus {
-    /// SPEC: pending while any recipient is; delivered when all are delivered or sent;
-    /// failed when all failed; otherwise partial.
-    pub fn derive(statuses: impl IntoIterator<Item = RecipientStatus>) -> MessageStatus {
-        let (mut any, mut pending, mut ok, mut failed) = (false, false, true, true);
-        for s in statuses {
-            any = true;
-            pending |= s == RecipientStatus::Pending;
-            ok &= matches!(s, RecipientStatus::Delivered | RecipientStatus::Sent);
-            failed &= s == RecipientStatus::Failed;
-        }
-        match () {
-            _ if !any => MessageStatus::Failed,
-            _ if pending => MessageStatus::Pending,
-            _ if ok => MessageStatus::Delivered,
-            _ if failed => MessageStatus::Failed,
-            _ => MessageStatus::Partial,
-        }
-    }
-}
 
 /// A recipient: a user id, or an object with contact fields that override the profile.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -180,6 +51,115 @@ pub struct SmsContent {
     pub text: Option<String>,
 }
 
+/// `"push"`: what app and browser notifications show, over the message's own content.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PushContent {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// Replaces the message's `data` for push (FCM gets every value as a string).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub data: Option<serde_json::Value>,
+    /// The app icon's badge count (APNs `badge`, FCM `notification_count`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 99999)]
+    pub badge: Option<u32>,
+    /// A sound name the app ships (`default` for the system sound).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 64)]
+    pub sound: Option<String>,
+    /// Replaces an earlier notification with the same key still on the device (APNs
+    /// `apns-collapse-id`, FCM `collapse_key`, Web Push `Topic`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,32}$")]
+    pub collapse_key: Option<String>,
+}
+
+/// `"chat"`: what chat robots and the generic webhook post, over `title`/`body`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChatContent {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 4000)]
+    pub text: Option<String>,
+    /// Sent as the robot's markdown message where it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 4000)]
+    pub markdown: Option<String>,
+}
+
+/// The largest push payload, in bytes (FCM's and APNs' limit; Web Push's after encryption).
+pub const MAX_PUSH_BYTES: usize = 4096;
+
+/// A notification as every push service is given it: the message's content with `push`
+/// applied. Its JSON size is what the 4 KB limit is checked against at accept.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PushNotification {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub badge: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sound: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collapse_key: Option<String>,
+}
+
+impl PushNotification {
+    /// `title`/`body`/`data` of the message, each overridden by `push`.
+    pub fn of(
+        title: Option<&str>,
+        body: Option<&str>,
+        data: Option<&serde_json::Value>,
+        push: Option<&PushContent>,
+    ) -> PushNotification {
+        let pick = |own: Option<&str>, over: Option<&String>| {
+            over.cloned().or_else(|| own.map(str::to_string))
+        };
+        let data = push
+            .and_then(|p| p.data.as_ref())
+            .or(data)
+            .and_then(|d| d.as_object().cloned());
+        PushNotification {
+            title: pick(title, push.and_then(|p| p.title.as_ref())),
+            body: pick(body, push.and_then(|p| p.body.as_ref())),
+            data,
+            badge: push.and_then(|p| p.badge),
+            sound: push.and_then(|p| p.sound.clone()),
+            collapse_key: push.and_then(|p| p.collapse_key.clone()),
+        }
+    }
+
+    /// Refuses a notification over [`MAX_PUSH_BYTES`], saying which part is too big.
+    pub fn check_size(&self) -> Result<(), String> {
+        let total = json_len(self);
+        if total <= MAX_PUSH_BYTES {
+            return Ok(());
+        }
+        let mut parts = [
+            ("title", self.title.as_ref().map_or(0, json_len)),
+            ("body", self.body.as_ref().map_or(0, json_len)),
+            ("data", self.data.as_ref().map_or(0, json_len)),
+        ];
+        parts.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+        Err(format!(
+            "the push payload is {total} bytes, over the {MAX_PUSH_BYTES} that FCM, APNs and Web Push take: {} is {} bytes ({} {}, {} {})",
+            parts[0].0, parts[0].1, parts[1].0, parts[1].1, parts[2].0, parts[2].1
+        ))
+    }
+}
+
+fn json_len<T: Serialize>(value: &T) -> usize {
+    serde_json::to_vec(value).map_or(0, |v| v.len())
+}
+
 /// `POST /v1/messages` (and a `herald.send` publish).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SendRequest {
@@ -206,6 +186,10 @@ pub struct SendRequest {
     pub email: Option<EmailContent>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sms: Option<SmsContent>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push: Option<PushContent>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat: Option<ChatContent>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
 }
@@ -257,8 +241,66 @@ impl SendRequest {
                 "'ack_timeout_ms' must be between 1 and {MAX_ACK_TIMEOUT_MS}"
             ));
         }
+        if let Some(push) = &self.push {
+            push.validate().map_err(|e| format!("push.{e}"))?;
+        }
+        if let Some(chat) = &self.chat {
+            for (field, text) in [("text", &chat.text), ("markdown", &chat.markdown)] {
+                if text.as_ref().is_some_and(|t| t.len() > MAX_CHAT_TEXT) {
+                    return Err(format!(
+                        "chat.{field} is over {MAX_CHAT_TEXT} bytes (robots refuse longer)"
+                    ));
+                }
+            }
+        }
         if let Some(key) = &self.idempotency_key {
             validate_idempotency_key(key)?;
+        }
+        Ok(())
+    }
+}
+
+/// A message category (SPEC §9): `[a-z0-9_-]`, 1–64 characters.
+pub fn validate_category(category: &str) -> Result<(), String> {
+    if category.is_empty()
+        || category.len() > 64
+        || !category
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    {
+        return Err(format!(
+            "category '{category}' must be 1-64 characters of [a-z0-9_-]"
+        ));
+    }
+    Ok(())
+}
+
+/// The longest chat text (WeCom takes 4096 bytes of markdown; DingTalk and Feishu more).
+pub const MAX_CHAT_TEXT: usize = 4000;
+
+impl PushContent {
+    fn validate(&self) -> Result<(), String> {
+        if self.data.as_ref().is_some_and(|d| !d.is_object()) {
+            return Err("data must be a JSON object".into());
+        }
+        if let Some(key) = &self.collapse_key
+            && (key.is_empty()
+                || key.len() > 32
+                || !key
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
+        {
+            return Err("collapse_key must be 1-32 characters of [A-Za-z0-9_-]".into());
+        }
+        if self
+            .sound
+            .as_ref()
+            .is_some_and(|s| s.is_empty() || s.len() > 64)
+        {
+            return Err("sound must be 1-64 characters".into());
+        }
+        if self.badge.is_some_and(|b| b > 99_999) {
+            return Err("badge must be at most 99999".into());
         }
         Ok(())
     }
@@ -328,6 +370,12 @@ pub struct AttemptView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
     pub at: String,
+    /// The configured name of the provider that answered (offline channels).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// `push`: what each device's push came to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<DeviceOutcome>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -375,44 +423,10 @@ pub struct DeadLetterPage {
     pub next: Option<String>,
 }
 
-/// `GET /v1/stats` (extension): this dispatcher's counters since it started, and the live
-/// sessions on every gateway.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Stats {
-    pub sessions: u64,
-    pub accepted: u64,
-    pub delivered: u64,
-    pub sent: u64,
-    pub failed: u64,
-    pub expired: u64,
-    pub fallbacks: u64,
-    pub retries: u64,
-}
-
 /// `GET /v1/messages?user=…` (extension).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MessageList {
     pub items: Vec<MessageView>,
-}
-
-/// `POST /v1/tokens` (extension): mint a client token with the configured secret.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct TokenRequest {
-    pub user: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub topics: Option<Vec<String>>,
-    /// Lifetime in seconds (default 3600, at most 7 days).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ttl_s: Option<u64>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct TokenResponse {
-    pub token: String,
-    pub expires_at: String,
-    /// Where clients connect, when `HERALD_PUBLIC_WS_URL` is set.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ws_url: Option<String>,
 }
 
 /// `POST /v1/topics/{topic}/messages`.
@@ -431,121 +445,6 @@ pub struct TopicPublish {
 pub struct TopicAccepted {
     pub id: String,
     pub seq: u64,
-}
-
-/// `PUT/GET /v1/users/{id}`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct UserProfile {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub email: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phone: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub locale: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timezone: Option<String>,
-    /// Channel name → allowed. A channel set to `false` is skipped as "opted out".
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub preferences: BTreeMap<String, bool>,
-}
-
-impl UserProfile {
-    pub fn validate(&self) -> Result<(), String> {
-        if let Some(email) = &self.email {
-            validate_email(email).map_err(|e| format!("email: {e}"))?;
-        }
-        if let Some(phone) = &self.phone {
-            validate_phone(phone).map_err(|e| format!("phone: {e}"))?;
-        }
-        for key in self.preferences.keys() {
-            key.parse::<ChannelKind>()
-                .map_err(|e| format!("preferences: {e}"))?;
-        }
-        Ok(())
-    }
-
-    /// Whether the user allows `channel` (absent means allowed).
-    pub fn allows(&self, channel: ChannelKind) -> bool {
-        self.preferences
-            .get(channel.as_str())
-            .copied()
-            .unwrap_or(true)
-    }
-}
-
-/// `GET /v1/users/{id}` answer: the profile plus its id.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct UserView {
-    pub id: String,
-    #[serde(flatten)]
-    pub profile: UserProfile,
-}
-
-/// `GET /v1/users/{id}/presence`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Presence {
-    pub online: bool,
-    pub sessions: u64,
-}
-
-string_enum!(
-    /// Error codes of the JSON error body, each with one HTTP status.
-    ErrorCode {
-        InvalidRequest => "invalid_request",
-        Unauthorized => "unauthorized",
-        Forbidden => "forbidden",
-        NotFound => "not_found",
-        MethodNotAllowed => "method_not_allowed",
-        IdempotencyInProgress => "idempotency_in_progress",
-        IdempotencyConflict => "idempotency_conflict",
-        TooLarge => "too_large",
-        UnsupportedMediaType => "unsupported_media_type",
-        RateLimited => "rate_limited",
-        Internal => "internal",
-        Unavailable => "unavailable",
-    }
-);
-
-impl ErrorCode {
-    pub fn http_status(self) -> u16 {
-        match self {
-            ErrorCode::InvalidRequest => 400,
-            ErrorCode::Unauthorized => 401,
-            ErrorCode::Forbidden => 403,
-            ErrorCode::NotFound => 404,
-            ErrorCode::MethodNotAllowed => 405,
-            ErrorCode::IdempotencyInProgress => 409,
-            ErrorCode::IdempotencyConflict => 422,
-            ErrorCode::TooLarge => 413,
-            ErrorCode::UnsupportedMediaType => 415,
-            ErrorCode::RateLimited => 429,
-            ErrorCode::Internal => 500,
-            ErrorCode::Unavailable => 503,
-        }
-    }
-}
-
-/// `{"error":{"code":"…","message":"…"}}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct ErrorBody {
-    pub error: ErrorDetail,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct ErrorDetail {
-    pub code: ErrorCode,
-    pub message: String,
-}
-
-impl ErrorBody {
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self {
-            error: ErrorDetail {
-                code,
-                message: message.into(),
-            },
-        }
-    }
 }
 
 #[cfg(test)]
@@ -592,38 +491,6 @@ mod tests {
         assert!(
             serde_json::from_value::<SendRequest>(json!({"to": ["a"], "channels": ["fax"]}))
                 .is_err()
-        );
-    }
-
-    #[test]
-    fn message_status_is_derived_from_recipients() {
-        use RecipientStatus::*;
-        assert_eq!(
-            MessageStatus::derive([Pending, Sent]),
-            MessageStatus::Pending
-        );
-        assert_eq!(
-            MessageStatus::derive([Delivered, Sent]),
-            MessageStatus::Delivered
-        );
-        assert_eq!(
-            MessageStatus::derive([Failed, Failed]),
-            MessageStatus::Failed
-        );
-        assert_eq!(
-            MessageStatus::derive([Failed, Sent]),
-            MessageStatus::Partial
-        );
-        assert_eq!(MessageStatus::derive([Expired]), MessageStatus::Partial);
-    }
-
-    #[test]
-    fn error_codes_map_to_statuses() {
-        assert_eq!(ErrorCode::IdempotencyConflict.http_status(), 422);
-        let body = serde_json::to_value(ErrorBody::new(ErrorCode::TooLarge, "big")).unwrap();
-        assert_eq!(
-            body,
-            json!({"error": {"code": "too_large", "message": "big"}})
         );
     }
 }

@@ -1,0 +1,189 @@
+//! User profiles (SPEC §3, §7): contact addresses, preferences, chat robots.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{ChannelKind, validate_email, validate_phone};
+
+/// `PUT/GET /v1/users/{id}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct UserProfile {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locale: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    /// Channel name → allowed. A channel set to `false` is skipped as "opted out".
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub preferences: BTreeMap<String, bool>,
+    /// Where the chat and webhook channels post for this user (or team).
+    #[serde(default, skip_serializing_if = "ChatAddresses::is_empty")]
+    pub chat: ChatAddresses,
+}
+
+/// The profile's `chat` object: one robot (or endpoint) per chat channel.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChatAddresses {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dingtalk: Option<RobotAddress>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feishu: Option<RobotAddress>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wecom: Option<RobotAddress>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slack: Option<RobotAddress>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<RobotAddress>,
+}
+
+/// A robot's webhook URL and signing secret. The URL holds the robot's token and the secret
+/// signs: both are credentials. The secret is write-only (never returned; `has_secret` says
+/// one is stored), and a `PUT` that leaves it out for the same URL keeps the stored one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RobotAddress {
+    #[schema(pattern = "^https?://", max_length = 2048)]
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(write_only, min_length = 1, max_length = 256)]
+    pub secret: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[schema(read_only)]
+    pub has_secret: bool,
+}
+
+impl ChatAddresses {
+    pub fn is_empty(&self) -> bool {
+        self.all().all(|(_, a)| a.is_none())
+    }
+
+    /// Each chat channel with its address, if any.
+    fn all(&self) -> impl Iterator<Item = (ChannelKind, &Option<RobotAddress>)> {
+        [
+            (ChannelKind::Dingtalk, &self.dingtalk),
+            (ChannelKind::Feishu, &self.feishu),
+            (ChannelKind::Wecom, &self.wecom),
+            (ChannelKind::Slack, &self.slack),
+            (ChannelKind::Webhook, &self.webhook),
+        ]
+        .into_iter()
+    }
+
+    fn all_mut(&mut self) -> [(ChannelKind, &mut Option<RobotAddress>); 5] {
+        [
+            (ChannelKind::Dingtalk, &mut self.dingtalk),
+            (ChannelKind::Feishu, &mut self.feishu),
+            (ChannelKind::Wecom, &mut self.wecom),
+            (ChannelKind::Slack, &mut self.slack),
+            (ChannelKind::Webhook, &mut self.webhook),
+        ]
+    }
+
+    /// The address for a chat channel.
+    pub fn get(&self, channel: ChannelKind) -> Option<&RobotAddress> {
+        self.all()
+            .find(|(c, _)| *c == channel)
+            .and_then(|(_, a)| a.as_ref())
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        for (channel, address) in self.all() {
+            let Some(a) = address else { continue };
+            let url = a.url.trim();
+            let rest = url
+                .strip_prefix("https://")
+                .or_else(|| url.strip_prefix("http://"));
+            if url.len() > 2048
+                || rest.is_none_or(|r| {
+                    r.is_empty() || r.starts_with('/') || r.contains(char::is_whitespace)
+                })
+            {
+                return Err(format!("chat.{channel}.url is not an http(s) URL"));
+            }
+            match (&a.secret, channel) {
+                (Some(_), ChannelKind::Wecom | ChannelKind::Slack) => {
+                    return Err(format!(
+                        "chat.{channel}.secret: {channel} robots are not signed (the URL is the credential)"
+                    ));
+                }
+                (Some(s), _) if s.is_empty() || s.len() > 256 => {
+                    return Err(format!("chat.{channel}.secret must be 1-256 characters"));
+                }
+                (Some(s), ChannelKind::Webhook) => {
+                    crate::webhooks::decode_secret(s)
+                        .map_err(|e| format!("chat.webhook.secret: {e}"))?;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+impl UserProfile {
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(email) = &self.email {
+            validate_email(email).map_err(|e| format!("email: {e}"))?;
+        }
+        if let Some(phone) = &self.phone {
+            validate_phone(phone).map_err(|e| format!("phone: {e}"))?;
+        }
+        for key in self.preferences.keys() {
+            key.parse::<ChannelKind>()
+                .map_err(|e| format!("preferences: {e}"))?;
+        }
+        self.chat.validate()
+    }
+
+    /// The profile as the API shows it: secrets replaced by `has_secret`.
+    pub fn redacted(&self) -> UserProfile {
+        let mut out = self.clone();
+        for (_, address) in out.chat.all_mut() {
+            if let Some(a) = address {
+                a.has_secret = a.secret.take().is_some();
+            }
+        }
+        out
+    }
+
+    /// Keeps the stored secret of every robot whose URL did not change and that the new
+    /// profile gives no secret for (secrets are write-only, so a client that read the
+    /// profile and writes it back has none to send).
+    pub fn keep_secrets_from(&mut self, stored: &UserProfile) {
+        let mut stored = stored.chat.clone();
+        for ((_, new), (_, old)) in self.chat.all_mut().into_iter().zip(stored.all_mut()) {
+            if let (Some(new), Some(old)) = (new, old.as_mut())
+                && new.secret.is_none()
+                && new.url == old.url
+            {
+                new.secret = old.secret.take();
+            }
+        }
+        for (_, a) in self.chat.all_mut() {
+            if let Some(a) = a {
+                a.has_secret = false;
+            }
+        }
+    }
+
+    /// Whether the user allows `channel` (absent means allowed).
+    pub fn allows(&self, channel: ChannelKind) -> bool {
+        self.preferences
+            .get(channel.as_str())
+            .copied()
+            .unwrap_or(true)
+    }
+}
+
+/// `GET /v1/users/{id}` answer: the profile (secrets redacted) plus its id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct UserView {
+    pub id: String,
+    #[serde(flatten)]
+    pub profile: UserProfile,
+}

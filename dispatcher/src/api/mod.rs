@@ -1,0 +1,270 @@
+//! The HTTP API (SPEC §3, §7): one file per resource — `messages` (sends, topics, dead
+//! letters), `users` (profiles, presence), `devices` (push devices, `/v1/me/devices`, the
+//! Web Push key), `operations` (stats, tokens). Every `/v1` route needs `Authorization:
+//! Bearer <api key>` except `/v1/me/…` (the client's own JWT) and `/v1/webpush/key`; every
+//! error is JSON.
+
+mod cors;
+mod devices;
+mod messages;
+mod operations;
+mod users;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::Router;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{FromRequest, Path, Request, State};
+use axum::http::header;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use bytes::Bytes;
+use herald_common::api::{ErrorCode, MAX_BODY_BYTES};
+use herald_common::auth::{ApiKeys, TokenVerifier};
+use herald_common::ids::validate_user_id;
+use herald_common::subjects::Subjects;
+use herald_engine::{Bus, Devices, History, Store};
+use serde::de::DeserializeOwned;
+
+use crate::channels::providers::Registry;
+use crate::error::ApiError;
+use crate::ordering::OrderLocks;
+use crate::pipeline::Pipeline;
+
+use devices::*;
+use messages::*;
+use operations::*;
+use users::*;
+
+/// Answers "how many live sessions does this user have", across the deployment.
+#[async_trait]
+pub trait PresenceSource: Send + Sync + 'static {
+    async fn sessions(&self, user_id: &str) -> Result<u64, String>;
+    /// Live sessions of everyone, on every gateway.
+    async fn total_sessions(&self) -> Result<u64, String>;
+}
+
+pub struct ApiState {
+    pub pipeline: Arc<Pipeline>,
+    pub store: Arc<dyn Store>,
+    pub history: Arc<dyn History>,
+    pub bus: Arc<dyn Bus>,
+    pub subjects: Subjects,
+    pub api_keys: ApiKeys,
+    pub limiter: Option<herald_common::ratelimit::KeyedLimiter<usize>>,
+    pub presence: Arc<dyn PresenceSource>,
+    pub topic_order: OrderLocks,
+    /// Mints client tokens for `POST /v1/tokens` (when an HS256 secret is configured).
+    pub minter: Option<herald_common::auth::TokenMinter>,
+    pub public_ws_url: Option<String>,
+    pub devices: Arc<dyn Devices>,
+    pub max_devices: usize,
+    /// Every provider's health, for `/v1/stats`.
+    pub providers: Registry,
+    /// The VAPID public key browsers subscribe with, when Web Push is configured.
+    pub webpush_key: Option<String>,
+    /// Checks client JWTs on `/v1/me/…` (when a secret or public key is configured).
+    pub verifier: Option<TokenVerifier>,
+    /// Browser origins allowed to call `/v1/me/…` (`*`: any).
+    pub cors_origins: Vec<String>,
+}
+
+pub(crate) type St = State<Arc<ApiState>>;
+
+/// The API description served at `/openapi.json`, generated from the handlers above.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "Herald", description = "One API to reach users in the app, by email and by SMS."),
+    paths(send_message, list_messages, get_message, publish_topic, put_user, get_user, delete_user, presence, dead_letters, stats, mint_token,
+        put_device, list_devices, delete_device, put_my_device, list_my_devices, delete_my_device, webpush_key),
+    modifiers(&BearerAuth),
+    security(("api_key" = [])),
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "client_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some("A client token (the user's own JWT), as for /ws"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+pub fn openapi_json() -> String {
+    use utoipa::OpenApi;
+    ApiDoc::openapi().to_json().unwrap_or_default()
+}
+
+pub fn router(state: Arc<ApiState>) -> Router {
+    let doc = openapi_json();
+    Router::new()
+        .route(
+            "/openapi.json",
+            get(move || {
+                let doc = doc.clone();
+                async move { ([(header::CONTENT_TYPE, "application/json")], doc) }
+            }),
+        )
+        .merge(crate::console::router())
+        .merge(me_router(Arc::clone(&state)))
+        .merge(v1_router(state))
+}
+
+/// The routes an app calls with its own client token (and from a browser: CORS).
+fn me_router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/v1/me/devices", get(list_my_devices))
+        .route(
+            "/v1/me/devices/{device_id}",
+            put(put_my_device).delete(delete_my_device),
+        )
+        .route("/v1/webpush/key", get(webpush_key))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            cors::cors,
+        ))
+        .with_state(state)
+}
+
+fn v1_router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/v1/messages", post(send_message).get(list_messages))
+        .route("/v1/stats", get(stats))
+        .route("/v1/tokens", post(mint_token))
+        .route("/v1/messages/{id}", get(get_message))
+        .route("/v1/topics/{topic}/messages", post(publish_topic))
+        .route(
+            "/v1/users/{id}",
+            put(put_user).get(get_user).delete(delete_user),
+        )
+        .route("/v1/users/{id}/presence", get(presence))
+        .route("/v1/users/{id}/devices", get(list_devices))
+        .route(
+            "/v1/users/{id}/devices/{device_id}",
+            put(put_device).delete(delete_device),
+        )
+        .route("/v1/dead-letters", get(dead_letters))
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            require_api_key,
+        ))
+        .with_state(state)
+}
+
+async fn require_api_key(State(state): St, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented.map(|k| state.api_keys.position(k.trim())) {
+        Some(Some(key)) => {
+            if let Some(Err(wait)) = state.limiter.as_ref().map(|l| l.check(&key)) {
+                metrics::counter!("herald_api_rate_limited_total").increment(1);
+                let mut e = ApiError::new(
+                    ErrorCode::RateLimited,
+                    "too many requests for this API key; slow down",
+                );
+                e.retry_after_s = Some(wait.as_secs_f64().ceil().max(1.0) as u64);
+                return e.into_response();
+            }
+            next.run(request).await
+        }
+        Some(None) => {
+            ApiError::new(ErrorCode::Unauthorized, "API key not accepted").into_response()
+        }
+        None => ApiError::new(
+            ErrorCode::Unauthorized,
+            "missing API key: send Authorization: Bearer <key>",
+        )
+        .into_response(),
+    }
+}
+
+/// A JSON request body: `application/json`, at most 256 KiB, decoded into `T`.
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
+        let bytes = read_json_body(req).await?;
+        // Every body is an object (serde would also read a struct from an array).
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::invalid("the body must be a JSON object"));
+        }
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
+    }
+}
+
+async fn read_json_body(req: Request) -> Result<Bytes, ApiError> {
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = content_type.split(';').next().unwrap_or("").trim();
+    if !mime.eq_ignore_ascii_case("application/json") {
+        return Err(ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            "send the body as Content-Type: application/json",
+        ));
+    }
+    let too_large = || {
+        ApiError::new(
+            ErrorCode::TooLarge,
+            format!("request body is over {} KiB", MAX_BODY_BYTES / 1024),
+        )
+    };
+    if let Some(len) = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        && len > MAX_BODY_BYTES
+    {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES)
+        .await
+        .map_err(|e| {
+            let limit = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+                || e.to_string().contains("length limit");
+            if limit {
+                too_large()
+            } else {
+                ApiError::invalid(format!("could not read the body: {e}"))
+            }
+        })
+}
+
+pub(crate) fn path_param(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    p.map(|Path(v)| v)
+        .map_err(|e| ApiError::invalid(format!("bad path: {e}")))
+}
+
+pub(crate) fn user_param(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    let id = path_param(p)?;
+    validate_user_id(&id).map_err(|e| ApiError::invalid(format!("user id: {e}")))?;
+    Ok(id)
+}
