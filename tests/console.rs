@@ -33,15 +33,15 @@ fn the_console_sends_a_message_and_watches_it_arrive_and_be_delivered() {
         String::from_utf8_lossy(&npm.stderr)
     );
     let h = Herald::start();
-    let out = Command::new("node")
-        .arg("console.mjs")
+    let mut node = Command::new("node");
+    node.arg("console.mjs")
         .current_dir(&browser_dir)
         .env("BASE", h.base())
         .env("API_KEY", support::API_KEY)
         .env("CHROMIUM", &chromium)
-        .env("HERALD_SCREENSHOTS", root.join("tests/output"))
-        .output()
-        .unwrap();
+        .env("HERALD_SCREENSHOTS", root.join("tests/output"));
+    let (out, in_time) = support::run_bounded(node, std::time::Duration::from_secs(180));
+    assert!(in_time, "the browser test hung (killed after 3 minutes)");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -3,18 +3,24 @@
 
 mod support;
 
+use std::time::Duration;
+
 #[test]
 fn the_javascript_sdk_passes_its_tests() {
-    let out = std::process::Command::new("npm")
-        .arg("test")
+    let mut npm = std::process::Command::new("npm");
+    npm.arg("test")
         .current_dir(support::root().join("clients/js"))
-        .env("HERALD_BIN", env!("CARGO_BIN_EXE_herald"))
-        .output()
-        .expect("run npm (Node.js 20+ is on the machine)");
+        .env("HERALD_BIN", env!("CARGO_BIN_EXE_herald"));
+    let (out, in_time) = support::run_bounded(npm, Duration::from_secs(300));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        out.status.success(),
-        "npm test failed:\n{stdout}\n{}",
+        in_time && out.status.success(),
+        "npm test failed{}:\n{stdout}\n{}",
+        if in_time {
+            ""
+        } else {
+            " (killed after 5 minutes)"
+        },
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("# fail 0"), "{stdout}");

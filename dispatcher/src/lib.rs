@@ -173,13 +173,7 @@ pub struct ConfigSummary {
 pub fn check_config(config: &Config) -> Result<ConfigSummary, StartError> {
     let registry = Registry::default();
     let clients = ChannelClients::of(config);
-    Email::new(
-        &config.email,
-        config.outbox_dir(),
-        config.smtp_timeout,
-        config.circuit,
-        &registry,
-    )?;
+    Email::check(&config.email)?;
     SmsChannel::new(
         &config.sms,
         config.outbox_dir(),
@@ -201,16 +195,18 @@ pub fn check_config(config: &Config) -> Result<ConfigSummary, StartError> {
             .collect::<Vec<_>>()
             .join(", ")
     )];
+    for e in &config.email {
+        lines.push(match &e.url {
+            Some(_) => format!("email: provider '{}' (smtp, from {})", e.id.name, e.from),
+            None => format!(
+                "email: provider '{}' (outbox: mail is filed in {})",
+                e.id.name,
+                config.outbox_dir().display()
+            ),
+        });
+    }
     for p in registry.stats() {
         lines.push(format!("{}: provider '{}' ({})", p.channel, p.name, p.kind));
-    }
-    for (channel, url) in config.email.iter().map(|e| ("email", e.url.as_ref())) {
-        if url.is_none() {
-            lines.push(format!(
-                "{channel}: no relay; mail is filed in {}",
-                config.outbox_dir().display()
-            ));
-        }
     }
     if let Some(k) = public_key {
         lines.push(format!("webpush: VAPID public key {k}"));

@@ -3,8 +3,10 @@
 //! sleeping: helpers poll for a condition until a deadline.
 #![allow(dead_code)]
 
+pub mod apns;
 pub mod mail;
 pub mod nats;
+pub mod providers;
 pub mod rawhttp;
 pub mod resilient;
 pub mod ws;
@@ -500,4 +502,27 @@ pub fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
     list.iter()
         .map(|(a, b)| (a.to_string(), b.to_string()))
         .collect()
+}
+
+/// Runs a command to its end, or kills it after `timeout` (a hung child must not hang the
+/// suite): its output, and whether it finished in time.
+pub fn run_bounded(mut cmd: Command, timeout: Duration) -> (std::process::Output, bool) {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(out) => (out.expect("wait"), true),
+        Err(_) => {
+            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+            let out = rx.recv().expect("killed child").expect("wait");
+            (out, false)
+        }
+    }
 }

@@ -282,7 +282,24 @@ export class HeraldClient extends EventTarget {
 
   #schedule(delay) {
     clearTimeout(this.#reconnectTimer);
-    this.#reconnectTimer = setTimeout(() => { if (!this.#stopped) this.#open(); }, delay);
+    this.#reconnectTimer = setTimeout(() => { if (!this.#stopped) this.#reconnect(); }, delay);
+  }
+
+  // A token that expired while the client was away (or expires before a session could
+  // use it) would be refused at the upgrade, so every retry with it would fail too: get a
+  // fresh one first, when there is a getToken.
+  async #reconnect() {
+    const exp = tokenExpiry(this.#token ?? "");
+    if (this.#opts.getToken && exp && exp * 1000 - Date.now() < this.#opts.refreshBeforeMs) {
+      try {
+        this.#token = await this.#opts.getToken();
+      } catch (e) {
+        this.#emit("error", { code: "token", message: String(e) });
+        this.#schedule(this.#backoff());
+        return;
+      }
+    }
+    if (!this.#stopped) this.#open();
   }
 
   #scheduleRefresh() {

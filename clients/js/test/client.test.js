@@ -1,13 +1,13 @@
 // The SDK against a real `herald serve`.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { backoffDelay, connect, HeraldClient, MemoryStorage, tokenExpiry } from "../src/herald.js";
+import { backoffDelay, HeraldClient, MemoryStorage, tokenExpiry } from "../src/herald.js";
 import { api, collect, send, startHerald, token, until } from "./harness.js";
 
 test("receives, acks (so the message is delivered) and exposes seq", async () => {
   const h = await startHerald();
   try {
-    const c = connect({ url: h.ws, token: token("ann") });
+    const c = h.connect({ url: h.ws, token: token("ann") });
     const messages = collect(c, "message");
     await until("open", () => c.connected && c.userId === "ann");
     const id = await send(h, { to: ["ann"], title: "Hello", data: { n: 1 } });
@@ -26,7 +26,7 @@ test("resumes what was missed from the stored seq, in order, each once", async (
   const h = await startHerald();
   try {
     const storage = new MemoryStorage();
-    const first = connect({ url: h.ws, token: token("bo"), storage });
+    const first = h.connect({ url: h.ws, token: token("bo"), storage });
     const seen = collect(first, "message");
     await until("open", () => first.connected);
     await send(h, { to: ["bo"], title: "m0" });
@@ -37,7 +37,7 @@ test("resumes what was missed from the stored seq, in order, each once", async (
     for (const id of missed) {
       await until("offline", async () => (await api(h, "GET", `/v1/messages/${id}`)).body.status === "failed");
     }
-    const second = connect({ url: h.ws, token: token("bo"), storage });
+    const second = h.connect({ url: h.ws, token: token("bo"), storage });
     const got = collect(second, "message");
     const resumed = collect(second, "resumed");
     await until("resume", () => resumed.length === 1);
@@ -55,7 +55,7 @@ test("resumes what was missed from the stored seq, in order, each once", async (
 test("recovers topics after a reconnect and reconnects on 1012", async () => {
   const h = await startHerald();
   try {
-    const c = connect({ url: h.ws, token: token("cy", { topics: ["news"] }), topics: ["news"], minBackoffMs: 50 });
+    const c = h.connect({ url: h.ws, token: token("cy", { topics: ["news"] }), topics: ["news"], minBackoffMs: 50 });
     const topics = collect(c, "topic");
     const closes = collect(c, "close");
     const opens = collect(c, "open");
@@ -80,7 +80,7 @@ test("after a 1012 a server that stays down is retried with small waits until it
   const h = await startHerald();
   try {
     // The defaults: a real app's backoff, not the fast one of the other tests.
-    const c = connect({ url: h.ws, token: token("dee") });
+    const c = h.connect({ url: h.ws, token: token("dee") });
     const closes = collect(c, "close");
     const opens = collect(c, "open");
     await until("open", () => opens.length === 1);
@@ -109,7 +109,7 @@ test("refreshes the token before it expires and never sees 4001", async () => {
   const h = await startHerald();
   try {
     let issued = 0;
-    const c = connect({ url: h.ws, getToken: () => { issued += 1; return token("di", { ttlS: 3 }); }, refreshBeforeMs: 1500 });
+    const c = h.connect({ url: h.ws, getToken: () => { issued += 1; return token("di", { ttlS: 3 }); }, refreshBeforeMs: 1500 });
     const closes = collect(c, "close");
     const messages = collect(c, "message");
     await until("open", () => c.connected);
@@ -128,7 +128,7 @@ test("refreshes the token before it expires and never sees 4001", async () => {
 test("without getToken an expired token ends the client with 4001", async () => {
   const h = await startHerald();
   try {
-    const c = connect({ url: h.ws, token: token("ed", { ttlS: 2 }) });
+    const c = h.connect({ url: h.ws, token: token("ed", { ttlS: 2 }) });
     const closes = collect(c, "close");
     await until("4001", () => closes.length === 1, 10000);
     assert.deepEqual([closes[0].code, closes[0].willReconnect], [4001, false]);
@@ -140,7 +140,7 @@ test("without getToken an expired token ends the client with 4001", async () => 
 test("a forbidden topic is dropped, the rest stays", async () => {
   const h = await startHerald();
   try {
-    const c = connect({ url: h.ws, token: token("fi", { topics: ["ok"] }), topics: ["ok"], minBackoffMs: 20 });
+    const c = h.connect({ url: h.ws, token: token("fi", { topics: ["ok"] }), topics: ["ok"], minBackoffMs: 20 });
     const errors = collect(c, "error");
     const topics = collect(c, "topic");
     const opens = collect(c, "open");

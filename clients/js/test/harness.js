@@ -2,6 +2,7 @@
 import { spawn } from "node:child_process";
 import { createHmac } from "node:crypto";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { connect } from "../src/herald.js";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -39,6 +40,7 @@ export async function startHerald(env = {}) {
     child.on("exit", (code) => { clearTimeout(timer); if (code !== null && code !== 0) reject(new Error(`herald exited ${code}:\n${log}`)); });
   });
   let { child, addr } = await run("127.0.0.1:0");
+  const clients = [];
   const halt = async () => {
     if (child.exitCode === null && child.signalCode === null) {
       const exited = new Promise((r) => child.once("exit", r));
@@ -49,8 +51,19 @@ export async function startHerald(env = {}) {
   const h = {
     get base() { return `http://${addr}`; },
     get ws() { return `ws://${addr}/ws`; },
-    /** SIGTERM, then the data directory is removed. */
-    async stop() { await halt(); rmSync(dataDir, { recursive: true, force: true }); },
+    /** An SDK client, closed by `stop` whatever the test did (a failed assertion must not
+     * leave a client reconnecting forever, holding the test process open). */
+    connect(opts) {
+      const c = connect(opts);
+      clients.push(c);
+      return c;
+    },
+    /** Closes every client, SIGTERMs herald, then removes the data directory. */
+    async stop() {
+      for (const c of clients) c.close();
+      await halt();
+      rmSync(dataDir, { recursive: true, force: true });
+    },
     /** SIGTERM (sessions get 1012), then (after `downMs`) start again on the same address and data. */
     async restart({ downMs = 0 } = {}) {
       await halt();

@@ -210,9 +210,18 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
             return Err(ApiError::invalid("the body must be a JSON object"));
         }
-        serde_json::from_slice(&bytes)
-            .map(JsonBody)
-            .map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
+        // The error names the field it is about ("platform: unknown variant…").
+        let mut de = serde_json::Deserializer::from_slice(&bytes);
+        let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            match path.as_str() {
+                "." | "" => ApiError::invalid(format!("invalid JSON body: {}", e.inner())),
+                _ => ApiError::invalid(format!("invalid JSON body: {path}: {}", e.inner())),
+            }
+        })?;
+        de.end()
+            .map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))?;
+        Ok(JsonBody(value))
     }
 }
 

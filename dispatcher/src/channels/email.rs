@@ -116,6 +116,23 @@ impl Relay {
 }
 
 impl Email {
+    /// Checks the relays' senders and URLs without building transports (which need a
+    /// running runtime): for `herald check-config` and start-up.
+    pub fn check(
+        configs: &[herald_common::config::EmailProviderConfig],
+    ) -> Result<(), EmailSetupError> {
+        for c in configs {
+            parse_from(&c.from).map_err(|e| {
+                EmailSetupError::From(c.id.name.clone(), c.from.clone(), e.to_string())
+            })?;
+            if let Some(url) = &c.url {
+                AsyncSmtpTransport::<Tokio1Executor>::from_url(&lettre_url(url.expose()))
+                    .map_err(|e| EmailSetupError::Url(c.id.name.clone(), e.to_string()))?;
+            }
+        }
+        Ok(())
+    }
+
     /// The configured relays, in order; one with no URL files mail in `outbox`.
     pub fn new(
         configs: &[herald_common::config::EmailProviderConfig],
