@@ -289,8 +289,11 @@ fn main() -> ExitCode {
         }
         Command::Vapid => match herald_dispatcher::channels::push::webpush::new_key_pair() {
             Ok((private_pem, public_key)) => {
+                // One file for HERALD_VAPID_PRIVATE_KEY_FILE: the text before the PEM block
+                // is a comment key readers skip.
+                println!("# Herald VAPID key pair. Public key (applicationServerKey):");
+                println!("# {public_key}");
                 print!("{private_pem}");
-                println!("public key (applicationServerKey): {public_key}");
                 ExitCode::SUCCESS
             }
             Err(e) => fail(e),

@@ -238,3 +238,105 @@ async fn a_config_file_is_read_and_env_wins_over_it() {
     let _ = child.wait();
     let _ = Frame::Ended;
 }
+
+#[test]
+fn check_config_lists_providers_without_secrets_and_names_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("tencent-key");
+    std::fs::write(&secret, "tencent-super-secret\n").unwrap();
+    let vapid = herald().arg("vapid").output().unwrap();
+    assert!(vapid.status.success());
+    let vapid_file = dir.path().join("vapid.pem");
+    std::fs::write(&vapid_file, &vapid.stdout).unwrap();
+    let public = String::from_utf8_lossy(&vapid.stdout)
+        .lines()
+        .nth(1)
+        .and_then(|l| l.strip_prefix("# "))
+        .unwrap()
+        .to_string();
+    let file = dir.path().join("herald.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+smtp_url = "smtp://mailer:mail-password@smtp.example.com:587?tls=starttls"
+vapid_private_key_file = "{}"
+vapid_subject = "mailto:ops@example.com"
+[[sms.providers]]
+name = "cn"
+kind = "tencent"
+account = "AKID"
+token_file = "{}"
+app_id = "1400000000"
+sign_name = "Herald"
+template = "1"
+[[caps]]
+category = "marketing"
+per_user = 3
+window_s = 86400
+"#,
+            vapid_file.display(),
+            secret.display()
+        ),
+    )
+    .unwrap();
+    let out = herald()
+        .args(["check-config", "--config"])
+        .arg(&file)
+        .env("HERALD_API_KEYS", "api-key-secret")
+        .env("HERALD_JWT_SECRET", "jwt-secret-value")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for says in [
+        "default channels: in_app, push, email, sms",
+        "email: provider 'smtp' (smtp",
+        "sms: provider 'cn' (tencent)",
+        "push: provider 'webpush' (webpush)",
+        &format!("VAPID public key {public}"),
+        "at most 3 'marketing' per user per 86400 s",
+    ] {
+        assert!(text.contains(says), "says {says:?}:\n{text}");
+    }
+    for secret in [
+        "mail-password",
+        "tencent-super-secret",
+        "api-key-secret",
+        "jwt-secret-value",
+    ] {
+        assert!(!text.contains(secret), "a secret in the output:\n{text}");
+    }
+    // A broken key file or a bad entry: exit 64, one line naming it.
+    std::fs::write(
+        &vapid_file,
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let out = herald()
+        .args(["check-config", "--config"])
+        .arg(&file)
+        .env("HERALD_API_KEYS", "k")
+        .env("HERALD_JWT_SECRET", "s")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("vapid.pem") && err.contains("P-256"), "{err}");
+    let out = herald()
+        .args(["check-config"])
+        .env("HERALD_API_KEYS", "k")
+        .env("HERALD_JWT_SECRET", "s")
+        .env(
+            "HERALD_FCM_CREDENTIALS_FILE",
+            dir.path().join("missing.json"),
+        )
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.json"));
+}

@@ -69,7 +69,12 @@ async fn offline_user_gets_email_after_offline_in_app(engine: Engine) {
     );
     assert_eq!(
         attempts(&m, 0),
-        pairs(&[("in_app", "offline"), ("email", "sent")])
+        pairs(&[
+            ("in_app", "offline"),
+            ("push", "skipped"),
+            ("email", "sent")
+        ]),
+        "the default order is in_app, push, email, sms; bob has no device"
     );
     assert!(
         started.elapsed() < Duration::from_secs(3),
@@ -291,6 +296,7 @@ async fn no_address_or_opted_out_is_skipped_and_failed(engine: Engine) {
         attempts(&m, 0),
         pairs(&[
             ("in_app", "offline"),
+            ("push", "skipped"),
             ("email", "skipped"),
             ("sms", "skipped")
         ])
@@ -301,8 +307,9 @@ async fn no_address_or_opted_out_is_skipped_and_failed(engine: Engine) {
         .iter()
         .map(|a| a["detail"].as_str().unwrap_or(""))
         .collect();
-    assert!(details[1].contains("opted out"), "{details:?}");
-    assert!(details[2].contains("no phone"), "{details:?}");
+    assert!(details[1].contains("no active device"), "{details:?}");
+    assert!(details[2].contains("opted out"), "{details:?}");
+    assert!(details[3].contains("no phone"), "{details:?}");
 }
 
 async fn without_providers_mail_and_sms_go_to_the_outbox(engine: Engine) {

@@ -78,6 +78,8 @@ try {
   // The overview shows the live session and the delivery.
   await sender.click("#tab-overview");
   await sender.waitForFunction(() => Number(document.getElementById("t-delivered").textContent) >= 1 && Number(document.getElementById("t-sessions").textContent) >= 1, null, { timeout: 10000 });
+  // Provider health: each channel's providers with their circuit.
+  await sender.waitForSelector('#providers tr[data-provider="smtp"] .status.closed', { timeout: 10000 });
   await sender.screenshot({ path: join(shots, "console-overview.png"), fullPage: true });
   console.log(`OK ${id}`);
   await browser.close();

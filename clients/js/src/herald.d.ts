@@ -84,3 +84,12 @@ export declare function tokenExpiry(token: string): number | null;
 export declare const CLOSE: {
   NORMAL: 1000; RESTARTING: 1012; UNAUTHORIZED: 4001; FORBIDDEN_TOPIC: 4003; SLOW_CONSUMER: 4008; TOO_MANY_SESSIONS: 4009;
 };
+
+/**
+ * Subscribes this browser to Web Push and registers the subscription with Herald for the
+ * token's user (`GET /v1/webpush/key`, `pushManager.subscribe`, `PUT /v1/me/devices/{id}`).
+ */
+export declare function subscribeWebPush(
+  registration: { pushManager: { getSubscription(): Promise<unknown>; subscribe(opts: { userVisibleOnly: boolean; applicationServerKey: Uint8Array }): Promise<unknown> } },
+  opts: { api: string; token?: string; getToken?: () => Promise<string> | string; deviceId?: string; fetch?: typeof fetch },
+): Promise<{ deviceId: string; subscription: unknown }>;

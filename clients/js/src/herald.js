@@ -318,6 +318,58 @@ export class HeraldClient extends EventTarget {
   }
 }
 
+function base64UrlToBytes(text) {
+  const b64 = text.replace(/-/g, "+").replace(/_/g, "/");
+  const bin = atob(b64 + "=".repeat((4 - (b64.length % 4)) % 4));
+  return Uint8Array.from(bin, (c) => c.charCodeAt(0));
+}
+
+/** A device id that stays the same for one subscription: `web-` and 16 hex of its endpoint's SHA-256. */
+async function endpointId(endpoint) {
+  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(endpoint));
+  return "web-" + [...new Uint8Array(digest).slice(0, 8)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/**
+ * Subscribes this browser to Web Push and registers the subscription with Herald for the
+ * token's user: fetches the server's VAPID key (`GET /v1/webpush/key`), subscribes with the
+ * service worker's `pushManager` (reusing a subscription it already has), and registers it
+ * with `PUT /v1/me/devices/{deviceId}`. Resolves with `{ deviceId, subscription }`.
+ *
+ * @param {ServiceWorkerRegistration} registration
+ * @param {{ api: string, token?: string, getToken?: () => Promise<string>|string, deviceId?: string, fetch?: typeof fetch }} opts
+ *   `api`: Herald's HTTP base (e.g. `https://push.example.com`).
+ */
+export async function subscribeWebPush(registration, opts) {
+  if (!opts || !opts.api) throw new Error("herald: subscribeWebPush needs { api }");
+  const f = opts.fetch ?? globalThis.fetch;
+  const token = opts.token ?? (opts.getToken ? await opts.getToken() : null);
+  if (!token) throw new Error("herald: subscribeWebPush needs { token } or { getToken }");
+  const api = opts.api.replace(/\/$/, "");
+  const keyAnswer = await f(`${api}/v1/webpush/key`);
+  if (!keyAnswer.ok) throw new Error(`herald: no Web Push key (HTTP ${keyAnswer.status})`);
+  const { public_key: publicKey } = await keyAnswer.json();
+  let subscription = await registration.pushManager.getSubscription();
+  if (!subscription) {
+    subscription = await registration.pushManager.subscribe({
+      userVisibleOnly: true,
+      applicationServerKey: base64UrlToBytes(publicKey),
+    });
+  }
+  const json = typeof subscription.toJSON === "function" ? subscription.toJSON() : subscription;
+  const deviceId = opts.deviceId ?? (await endpointId(json.endpoint));
+  const put = await f(`${api}/v1/me/devices/${encodeURIComponent(deviceId)}`, {
+    method: "PUT",
+    headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+    body: JSON.stringify({ platform: "webpush", subscription: json }),
+  });
+  if (!put.ok) {
+    const text = await put.text();
+    throw new Error(`herald: registering the subscription failed (HTTP ${put.status}): ${text}`);
+  }
+  return { deviceId, subscription };
+}
+
 /** Creates a client and connects it. */
 export function connect(opts) {
   const client = new HeraldClient(opts);

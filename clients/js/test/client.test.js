@@ -1,7 +1,11 @@
 // The SDK against a real `herald serve`.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { backoffDelay, HeraldClient, MemoryStorage, tokenExpiry } from "../src/herald.js";
+import { backoffDelay, HeraldClient, MemoryStorage, subscribeWebPush, tokenExpiry } from "../src/herald.js";
+import { createECDH, generateKeyPairSync, randomBytes } from "node:crypto";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { api, collect, send, startHerald, token, until } from "./harness.js";
 
 test("receives, acks (so the message is delivered) and exposes seq", async () => {
@@ -187,4 +191,46 @@ test("drops a repeated id but still acks it", async () => {
 test("reads a token's expiry", () => {
   assert.equal(tokenExpiry(token("x", { ttlS: 100 })) > Date.now() / 1000, true);
   assert.equal(tokenExpiry("garbage"), null);
+});
+
+// Web Push registration, as a page does it. A real browser subscribes through its vendor's
+// push service (not reachable here), so the ServiceWorkerRegistration is a stand-in that
+// makes the subscription's keys as a browser would; Herald and its API are real.
+test("subscribeWebPush registers the browser's subscription for the token's user", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "herald-vapid-"));
+  const { privateKey } = generateKeyPairSync("ec", { namedCurve: "prime256v1", privateKeyEncoding: { type: "pkcs8", format: "pem" }, publicKeyEncoding: { type: "spki", format: "pem" } });
+  writeFileSync(join(dir, "vapid.pem"), privateKey);
+  const h = await startHerald({ HERALD_VAPID_PRIVATE_KEY_FILE: join(dir, "vapid.pem"), HERALD_VAPID_SUBJECT: "mailto:ops@example.com" });
+  try {
+    const ua = createECDH("prime256v1");
+    ua.generateKeys();
+    let current = null;
+    const subscribedWith = [];
+    const registration = {
+      pushManager: {
+        async getSubscription() { return current; },
+        async subscribe(opts) {
+          subscribedWith.push(opts);
+          const json = { endpoint: "https://push.example.net/send/abc123", expirationTime: null,
+            keys: { p256dh: ua.getPublicKey().toString("base64url"), auth: randomBytes(16).toString("base64url") } };
+          current = { toJSON: () => json };
+          return current;
+        },
+      },
+    };
+    const first = await subscribeWebPush(registration, { api: h.base, token: token("web") });
+    const key = (await api(h, "GET", "/v1/webpush/key")).body.public_key;
+    assert.equal(subscribedWith.length, 1);
+    assert.equal(subscribedWith[0].userVisibleOnly, true);
+    assert.equal(Buffer.from(subscribedWith[0].applicationServerKey).toString("base64url"), key);
+    const again = await subscribeWebPush(registration, { api: h.base, getToken: () => token("web") });
+    assert.equal(again.deviceId, first.deviceId, "the same subscription is the same device");
+    assert.equal(subscribedWith.length, 1, "an existing subscription is reused");
+    const devices = (await api(h, "GET", "/v1/users/web/devices")).body.devices;
+    assert.equal(devices.length, 1);
+    assert.deepEqual([devices[0].device_id, devices[0].platform, devices[0].hint, devices[0].active], [first.deviceId, "webpush", "push.example.net", true]);
+    await assert.rejects(subscribeWebPush(registration, { api: h.base, token: "not-a-token" }), /HTTP 401/);
+  } finally {
+    await h.stop();
+  }
 });

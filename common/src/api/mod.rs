@@ -132,12 +132,15 @@ impl RecipientStatus {
     }
 }
 
+// The enums come from `string_enum!`, which takes no `#[default]` on a variant.
+#[allow(clippy::derivable_impls)]
 impl Default for Priority {
     fn default() -> Self {
         Priority::Normal
     }
 }
 
+#[allow(clippy::derivable_impls)]
 impl Default for Strategy {
     fn default() -> Self {
         Strategy::Fallback

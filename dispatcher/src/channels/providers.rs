@@ -153,10 +153,13 @@ impl Health {
     }
 }
 
+/// One registered provider: its channel, name, kind and health.
+type Registered = (ChannelKind, String, &'static str, Arc<Health>);
+
 /// Every provider of every channel, for `/v1/stats` and the console.
 #[derive(Clone, Default)]
 pub struct Registry {
-    entries: Arc<Mutex<Vec<(ChannelKind, String, &'static str, Arc<Health>)>>>,
+    entries: Arc<Mutex<Vec<Registered>>>,
 }
 
 impl Registry {

@@ -4,10 +4,21 @@
 use jsonwebtoken::EncodingKey;
 use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
 
-/// Reads a P-256 private key from PEM text (PKCS#8 or SEC1).
-pub fn p256_from_pem(pem: &str) -> Result<p256::SecretKey, String> {
-    p256::SecretKey::from_pkcs8_pem(pem)
-        .or_else(|_| p256::SecretKey::from_sec1_pem(pem))
+/// Reads a P-256 private key from PEM text (PKCS#8 or SEC1). Text around the PEM block
+/// (RFC 7468's explanatory text, like the comment `herald vapid` writes) is ignored.
+pub fn p256_from_pem(text: &str) -> Result<p256::SecretKey, String> {
+    let pem = text
+        .find("-----BEGIN ")
+        .and_then(|start| {
+            let rest = &text[start..];
+            let end = rest.find("-----END ")?;
+            let close = rest[end + 9..].find("-----")? + end + 9 + 5;
+            Some(&rest[..close])
+        })
+        .ok_or_else(|| "no PEM block (-----BEGIN …-----) in it".to_string())?;
+    let pem = format!("{pem}\n");
+    p256::SecretKey::from_pkcs8_pem(&pem)
+        .or_else(|_| p256::SecretKey::from_sec1_pem(&pem))
         .map_err(|_| "not a P-256 private key in PEM (PKCS#8 or SEC1)".to_string())
 }
 
@@ -42,6 +53,13 @@ mod tests {
         assert!(
             p256_from_pem("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
                 .is_err()
+        );
+        let commented = format!("# a comment\n{}trailing\n", pkcs8.as_str());
+        assert_eq!(p256_from_pem(&commented).unwrap(), key);
+        assert!(
+            p256_from_pem("nothing")
+                .unwrap_err()
+                .contains("no PEM block")
         );
         assert!(es256(&key).is_ok());
     }

@@ -254,7 +254,7 @@ mod tests {
     #[test]
     fn the_payload_decrypts_with_the_subscription_key() {
         let ua = p256::SecretKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
-        let auth = web_push_native::Auth::clone_from_slice(&[7u8; 16]);
+        let auth = web_push_native::Auth::from([7u8; 16]);
         let sealed =
             web_push_native::encrypt(b"{\"title\":\"hi\"}".to_vec(), &ua.public_key(), &auth)
                 .unwrap();

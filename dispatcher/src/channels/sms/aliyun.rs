@@ -34,17 +34,23 @@ pub struct Signed {
     pub headers: Vec<(String, String)>,
 }
 
-/// Signs an Aliyun RPC call (V3): `params` go in the query; the body is empty.
-pub fn sign(
-    host: &str,
-    action: &str,
-    version: &str,
-    params: &[(&str, &str)],
-    key_id: &str,
-    secret: &str,
-    date: &str,
-    nonce: &str,
-) -> Signed {
+/// One RPC call to sign: where, which action of which API version, with what parameters.
+pub struct Call<'a> {
+    pub host: &'a str,
+    pub action: &'a str,
+    pub version: &'a str,
+    pub params: &'a [(&'a str, &'a str)],
+}
+
+/// Signs an Aliyun RPC call (V3) at `date` with a fresh `nonce`: the parameters go in the
+/// query; the body is empty.
+pub fn sign(call: &Call<'_>, key_id: &str, secret: &str, date: &str, nonce: &str) -> Signed {
+    let Call {
+        host,
+        action,
+        version,
+        params,
+    } = *call;
     let mut query: Vec<(String, String)> = params
         .iter()
         .map(|(k, v)| (rfc3986(k), rfc3986(v)))
@@ -158,22 +164,20 @@ impl SmsProvider for Aliyun {
         // Aliyun wants seconds: 2026-12-01T10:00:00Z.
         let date = format!("{}Z", &date[..19]);
         let nonce = ulid::Ulid::generate().to_string();
-        let signed = sign(
-            &host,
-            "SendSms",
-            "2017-05-25",
-            &[
-                ("PhoneNumbers", sms.to),
-                ("SignName", sign_name),
-                ("TemplateCode", template),
-                ("TemplateParam", &param),
-                ("OutId", sms.id),
-            ],
-            key_id,
-            secret.expose(),
-            &date,
-            &nonce,
-        );
+        let params = [
+            ("PhoneNumbers", sms.to),
+            ("SignName", sign_name),
+            ("TemplateCode", template),
+            ("TemplateParam", param.as_str()),
+            ("OutId", sms.id),
+        ];
+        let call = Call {
+            host: &host,
+            action: "SendSms",
+            version: "2017-05-25",
+            params: &params,
+        };
+        let signed = sign(&call, key_id, secret.expose(), &date, &nonce);
         let mut req = self
             .http
             .post(format!("{}/?{}", base.trim_end_matches('/'), signed.query));
@@ -211,16 +215,19 @@ mod tests {
     /// Pinned: computed independently (Python hashlib/hmac) from the same inputs.
     #[test]
     fn signs_as_aliyun_v3_says() {
-        let signed = sign(
-            "dysmsapi.aliyuncs.com",
-            "SendSms",
-            "2017-05-25",
-            &[
+        let call = Call {
+            host: "dysmsapi.aliyuncs.com",
+            action: "SendSms",
+            version: "2017-05-25",
+            params: &[
                 ("PhoneNumbers", "+8613800000000"),
                 ("SignName", "Herald"),
                 ("TemplateCode", "SMS_1"),
                 ("TemplateParam", "{\"content\":\"hi\"}"),
             ],
+        };
+        let signed = sign(
+            &call,
             "LTAIexample",
             "secret-example",
             "2026-12-01T10:00:00Z",
