@@ -22,7 +22,7 @@ use crate::proto::{self, System};
 use crate::report;
 use crate::worker::Report;
 
-const API_KEY: &str = "bench-key";
+pub(crate) const API_KEY: &str = "bench-key";
 const SECRET: &str = "bench-secret";
 
 #[derive(clap::Args, Clone)]
@@ -179,30 +179,24 @@ pub struct Results {
     pub scale_out: Option<ScaleOutResult>,
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .unwrap_or(0)
 }
 
-fn herald_bin(opts: &Options) -> PathBuf {
-    opts.herald_bin
-        .clone()
-        .unwrap_or_else(|| crate::root().join("target/release/herald"))
-}
-
 /// The run's scratch directory (data dirs, configs, the mail spool): one per controller
 /// process, removed when the run ends.
-fn scratch_root() -> PathBuf {
+pub(crate) fn scratch_root() -> PathBuf {
     std::env::temp_dir().join(format!("herald-bench-{}", std::process::id()))
 }
 
-fn scratch(name: &str) -> PathBuf {
+pub(crate) fn scratch(name: &str) -> PathBuf {
     scratch_root().join(name)
 }
 
-fn progress(text: &str) {
+pub(crate) fn progress(text: &str) {
     eprintln!("[herald-bench] {text}");
 }
 
@@ -247,7 +241,7 @@ impl Publisher {
     }
 }
 
-async fn wait_port(port: u16) -> anyhow::Result<()> {
+pub(crate) async fn wait_port(port: u16) -> anyhow::Result<()> {
     for _ in 0..200 {
         if tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
@@ -262,7 +256,14 @@ async fn wait_port(port: u16) -> anyhow::Result<()> {
 
 /// `herald <role>` with the bench's keys, no connect or frame limits, quiet logs.
 fn herald_command(opts: &Options, role: &str) -> Command {
-    let mut cmd = Command::new(herald_bin(opts));
+    herald_command_with(&opts.herald_bin, role)
+}
+
+fn herald_command_with(bin: &Option<PathBuf>, role: &str) -> Command {
+    let bin = bin
+        .clone()
+        .unwrap_or_else(|| crate::root().join("target/release/herald"));
+    let mut cmd = Command::new(bin);
     cmd.arg(role)
         .env("HERALD_API_KEYS", API_KEY)
         .env("HERALD_JWT_SECRET", SECRET)
@@ -278,10 +279,19 @@ fn herald_command(opts: &Options, role: &str) -> Command {
 async fn start_herald(opts: &Options, extra: &[(&str, &str)]) -> anyhow::Result<(Child, String)> {
     let dir = scratch("herald");
     let _ = std::fs::remove_dir_all(&dir);
+    start_herald_in(&dir, &opts.herald_bin, extra).await
+}
+
+/// `herald serve` on a free port with its data in `dir`; answers its address.
+pub(crate) async fn start_herald_in(
+    dir: &Path,
+    bin: &Option<PathBuf>,
+    extra: &[(&str, &str)],
+) -> anyhow::Result<(Child, String)> {
     let port = free_port();
-    let mut cmd = herald_command(opts, "serve");
+    let mut cmd = herald_command_with(bin, "serve");
     cmd.args(["--listen", &format!("127.0.0.1:{port}")])
-        .env("HERALD_DATA_DIR", &dir);
+        .env("HERALD_DATA_DIR", dir);
     for (k, v) in extra {
         cmd.env(k, v);
     }
@@ -1102,7 +1112,7 @@ async fn start_role(
 }
 
 /// A single nats-server with JetStream in `dir`; returns it and its URL once it listens.
-async fn start_nats_js(dir: &Path) -> anyhow::Result<(Child, String)> {
+pub(crate) async fn start_nats_js(dir: &Path) -> anyhow::Result<(Child, String)> {
     let port = free_port();
     let _ = std::fs::remove_dir_all(dir);
     let child = Command::new(nats_server_bin())
@@ -1204,7 +1214,7 @@ async fn scale_out(opts: &Options) -> anyhow::Result<ScaleOutResult> {
     })
 }
 
-fn machine() -> String {
+pub(crate) fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {

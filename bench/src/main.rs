@@ -12,6 +12,7 @@
 mod controller;
 mod procstat;
 mod proto;
+mod push;
 mod raw;
 mod report;
 mod worker;
@@ -37,6 +38,14 @@ struct Cli {
 enum Command {
     /// Run the comparison and write JSON, Markdown and SVG results.
     All(controller::Options),
+    /// App-push throughput per engine against local FCM and APNs mocks, beside a naive
+    /// client (writes push.json and push.md in `--out`).
+    Push(push::Options),
+    /// The FCM and APNs mocks of `push` (spawned by it).
+    PushMock {
+        #[arg(long)]
+        port: u16,
+    },
     /// Rewrite results.md and chart.svg from the results.json in `--out`.
     Report {
         #[arg(long, default_value = "bench/results")]
@@ -83,8 +92,11 @@ fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let workers = match &cli.command {
-        Command::Worker { .. } | Command::RawServer { .. } | Command::WsLibServer { .. } => 2,
-        Command::All(_) | Command::Report { .. } => 2,
+        Command::Worker { .. }
+        | Command::RawServer { .. }
+        | Command::WsLibServer { .. }
+        | Command::PushMock { .. } => 2,
+        Command::All(_) | Command::Report { .. } | Command::Push(_) => 2,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
@@ -93,6 +105,8 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         match cli.command {
             Command::All(opts) => controller::run_all(opts).await,
+            Command::Push(opts) => push::run(opts).await,
+            Command::PushMock { port } => push::run_mock(port).await,
             Command::Report { out } => {
                 let json = std::fs::read_to_string(out.join("results.json"))?;
                 report::write(&out, &serde_json::from_str(&json)?)

@@ -13,11 +13,38 @@ use herald_common::config::AlertConfig;
 use herald_common::time::{now_ms, rfc3339};
 use serde_json::{Value, json};
 
-/// Per channel: the recent attempts and whether an alert is currently raised.
+/// Per channel: the recent attempts, counted in buckets of a tenth of the window (so an
+/// attempt costs O(1) however many there are), and whether an alert is currently raised.
 #[derive(Default)]
 struct Window {
-    attempts: VecDeque<(Instant, bool)>,
+    /// (bucket start, attempts, errors), oldest first.
+    buckets: VecDeque<(Instant, u64, u64)>,
+    total: u64,
+    errors: u64,
     raised: bool,
+}
+
+impl Window {
+    fn add(&mut self, now: Instant, failed: bool, window: Duration) {
+        let width = window / 10;
+        match self.buckets.back_mut() {
+            Some((start, n, e)) if now.duration_since(*start) < width => {
+                *n += 1;
+                *e += u64::from(failed);
+            }
+            _ => self.buckets.push_back((now, 1, u64::from(failed))),
+        }
+        self.total += 1;
+        self.errors += u64::from(failed);
+        while let Some(&(start, n, e)) = self.buckets.front() {
+            if now.duration_since(start) <= window {
+                break;
+            }
+            self.buckets.pop_front();
+            self.total -= n;
+            self.errors -= e;
+        }
+    }
 }
 
 pub struct Alerts {
@@ -56,16 +83,8 @@ impl Alerts {
                 return;
             };
             let w = windows.entry(channel).or_default();
-            w.attempts.push_back((now, failed));
-            while w
-                .attempts
-                .front()
-                .is_some_and(|(t, _)| now.duration_since(*t) > self.config.window)
-            {
-                w.attempts.pop_front();
-            }
-            let total = w.attempts.len();
-            let errors = w.attempts.iter().filter(|(_, f)| *f).count();
+            w.add(now, failed, self.config.window);
+            let (total, errors) = (w.total as usize, w.errors as usize);
             let rate = errors as f64 / total.max(1) as f64;
             let over = total >= self.config.min_attempts as usize && rate > self.config.error_rate;
             match (over, w.raised) {

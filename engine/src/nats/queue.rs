@@ -44,7 +44,8 @@ type Consumer = async_nats::jetstream::consumer::Consumer<pull::Config>;
 pub struct JetStreamQueue {
     engine: NatsEngine,
     store: NatsStore,
-    lanes: Vec<Consumer>,
+    /// Each lane's consumer and the jobs pulled, loaded and leased, not yet handed out.
+    lanes: Vec<(Consumer, Mutex<std::collections::VecDeque<Lease>>)>,
     ingest: Consumer,
     sends: Consumer,
     records: Mutex<HashMap<String, Arc<MessageRecord>>>,
@@ -74,10 +75,20 @@ impl RawSend {
     }
 }
 
-async fn fetch_one(consumer: &Consumer, shutdown: &CancellationToken) -> Option<Message> {
+/// Jobs one pull asks for at most. Pulled jobs are leased at once (their progress acks
+/// start), so none ages toward `ack_wait` unseen.
+const PULL_BATCH: usize = 64;
+
+/// What the consumer has for us now: waits (up to 5 s at a time) for the first message,
+/// then takes whatever else is available, up to `max`. `None` once `shutdown` fires.
+async fn fetch_batch(
+    consumer: &Consumer,
+    max: usize,
+    shutdown: &CancellationToken,
+) -> Option<Vec<Message>> {
     loop {
         let batch = tokio::select! {
-            b = consumer.fetch().max_messages(1).expires(Duration::from_secs(5)).messages() => b,
+            b = consumer.fetch().max_messages(max).expires(Duration::from_secs(5)).messages() => b,
             _ = shutdown.cancelled() => return None,
         };
         let mut batch = match batch {
@@ -90,18 +101,29 @@ async fn fetch_one(consumer: &Consumer, shutdown: &CancellationToken) -> Option<
                 }
             }
         };
-        let next = tokio::select! {
-            m = batch.next() => m,
-            _ = shutdown.cancelled() => return None,
-        };
-        match next {
-            Some(Ok(m)) => return Some(m),
-            Some(Err(e)) => {
-                tracing::debug!(error = %e, "fetch ended");
+        let mut got = Vec::new();
+        loop {
+            let next = tokio::select! {
+                m = batch.next() => m,
+                _ = shutdown.cancelled() => return None,
+            };
+            match next {
+                Some(Ok(m)) => got.push(m),
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "fetch ended");
+                    break;
+                }
+                None => break,
             }
-            None => {}
+        }
+        if !got.is_empty() {
+            return Some(got);
         }
     }
+}
+
+async fn fetch_one(consumer: &Consumer, shutdown: &CancellationToken) -> Option<Message> {
+    fetch_batch(consumer, 1, shutdown).await?.pop()
 }
 
 fn durable(name: &str, filter: String, ack_wait: Duration) -> pull::Config {
@@ -131,7 +153,7 @@ impl JetStreamQueue {
                 .get_or_create_consumer(&name, durable(&name, engine.subjects.jobs(lane), ack_wait))
                 .await
                 .map_err(|e| backend("lane consumer", e))?;
-            lanes.push(consumer);
+            lanes.push((consumer, Mutex::new(std::collections::VecDeque::new())));
         }
         let ingest = js
             .get_stream(&engine.names.ingest)
@@ -323,7 +345,7 @@ impl Settler for NatsSettler {
 impl JobQueue for Arc<JetStreamQueue> {
     async fn depths(&self) -> [u64; LANES] {
         let mut out = [0; LANES];
-        for (lane, consumer) in self.lanes.iter().enumerate() {
+        for (lane, (consumer, _)) in self.lanes.iter().enumerate() {
             if let Ok(info) = consumer.get_info().await {
                 out[lane] = info.num_pending + info.num_ack_pending as u64;
             }
@@ -336,79 +358,96 @@ impl JobQueue for Arc<JetStreamQueue> {
         Ok(())
     }
 
+    /// Jobs are pulled in batches and loaded concurrently (each load is a round trip to the
+    /// leader), then handed out in the order they came.
     async fn next(&self, lane: usize, shutdown: &CancellationToken) -> Option<Lease> {
-        let consumer = self.lanes.get(lane)?;
+        let (consumer, ready) = self.lanes.get(lane)?;
         loop {
-            let msg = fetch_one(consumer, shutdown).await?;
-            let Ok(job) = serde_json::from_slice::<JobRef>(&msg.payload) else {
-                tracing::error!("dropping an unreadable job");
-                let _ = msg.ack_with(AckKind::Term).await;
-                continue;
-            };
-            // The job's state is read from the leader: a replica may not have applied the
-            // ingest's writes yet, or may hold the step before the last recorded one.
-            let loaded = async {
-                let record = self.record(&job.id).await?;
-                let entry = get_json_latest::<RecipientEntry>(
-                    &self.engine.buckets.recipients,
-                    &recipient_key(&job.id, job.idx),
-                )
-                .await?;
-                StoreResult::Ok((record, entry.map(|(e, _)| e)))
+            if let Some(lease) = ready.lock().ok().and_then(|mut r| r.pop_front()) {
+                return Some(lease);
             }
-            .await;
-            let (record, entry) = match loaded {
-                Ok((Some(r), Some(e))) => (r, e),
-                Ok(_) if msg.info().map_or(0, |i| i.delivered) < ORPHAN_DELIVERIES => {
-                    // Jobs are published after their record; give a lagging cluster time.
-                    tracing::warn!(message_id = %job.id, "job before its record; retrying later");
-                    let _ = msg
-                        .ack_with(AckKind::Nak(Some(Duration::from_secs(2))))
-                        .await;
-                    continue;
-                }
-                Ok(_) => {
-                    tracing::error!(message_id = %job.id, "job without a record; dropping it");
-                    let _ = msg.ack_with(AckKind::Term).await;
-                    continue;
-                }
-                Err(e) => {
-                    tracing::warn!(message_id = %job.id, error = %e, "cannot load job; retrying later");
-                    let _ = msg
-                        .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                        .await;
-                    continue;
-                }
-            };
-            let Some(state) = entry.job else {
-                // Already final (a redelivery after the ack was lost).
-                let _ = msg.ack().await;
-                continue;
-            };
-            let early = state.due_at - now_ms();
-            if early > 20 {
-                let _ = msg
-                    .ack_with(AckKind::Nak(Some(Duration::from_millis(early as u64))))
-                    .await;
-                continue;
+            let batch = fetch_batch(consumer, PULL_BATCH, shutdown).await?;
+            let leases =
+                futures::future::join_all(batch.into_iter().map(|m| self.lease_of(m))).await;
+            if let Ok(mut r) = ready.lock() {
+                r.extend(leases.into_iter().flatten());
             }
-            let message = Arc::new(msg);
-            let alive = Arc::clone(&message);
-            let every = self.engine.options.ack_wait / 3;
-            let keepalive = tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(every).await;
-                    let _ = alive.ack_with(AckKind::Progress).await;
-                }
-            })
-            .abort_handle();
-            return Some(Lease::new(
-                Job {
-                    message: record,
-                    state,
-                },
-                Box::new(NatsSettler { message, keepalive }),
-            ));
         }
+    }
+}
+
+impl JetStreamQueue {
+    /// The lease of a pulled job, or `None` when it is not to run now (settled here: not
+    /// due yet, already final, unreadable, or its record not found).
+    async fn lease_of(&self, msg: Message) -> Option<Lease> {
+        let Ok(job) = serde_json::from_slice::<JobRef>(&msg.payload) else {
+            tracing::error!("dropping an unreadable job");
+            let _ = msg.ack_with(AckKind::Term).await;
+            return None;
+        };
+        // The job's state is read from the leader: a replica may not have applied the
+        // ingest's writes yet, or may hold the step before the last recorded one.
+        let loaded = async {
+            let record = self.record(&job.id).await?;
+            let entry = get_json_latest::<RecipientEntry>(
+                &self.engine.buckets.recipients,
+                &recipient_key(&job.id, job.idx),
+            )
+            .await?;
+            StoreResult::Ok((record, entry.map(|(e, _)| e)))
+        }
+        .await;
+        let (record, entry) = match loaded {
+            Ok((Some(r), Some(e))) => (r, e),
+            Ok(_) if msg.info().map_or(0, |i| i.delivered) < ORPHAN_DELIVERIES => {
+                // Jobs are published after their record; give a lagging cluster time.
+                tracing::warn!(message_id = %job.id, "job before its record; retrying later");
+                let _ = msg
+                    .ack_with(AckKind::Nak(Some(Duration::from_secs(2))))
+                    .await;
+                return None;
+            }
+            Ok(_) => {
+                tracing::error!(message_id = %job.id, "job without a record; dropping it");
+                let _ = msg.ack_with(AckKind::Term).await;
+                return None;
+            }
+            Err(e) => {
+                tracing::warn!(message_id = %job.id, error = %e, "cannot load job; retrying later");
+                let _ = msg
+                    .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                    .await;
+                return None;
+            }
+        };
+        let Some(state) = entry.job else {
+            // Already final (a redelivery after the ack was lost).
+            let _ = msg.ack().await;
+            return None;
+        };
+        let early = state.due_at - now_ms();
+        if early > 20 {
+            let _ = msg
+                .ack_with(AckKind::Nak(Some(Duration::from_millis(early as u64))))
+                .await;
+            return None;
+        }
+        let message = Arc::new(msg);
+        let alive = Arc::clone(&message);
+        let every = self.engine.options.ack_wait / 3;
+        let keepalive = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let _ = alive.ack_with(AckKind::Progress).await;
+            }
+        })
+        .abort_handle();
+        Some(Lease::new(
+            Job {
+                message: record,
+                state,
+            },
+            Box::new(NatsSettler { message, keepalive }),
+        ))
     }
 }
