@@ -121,7 +121,7 @@ async fn mock_handle(
         .headers()
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.splitn(2, ' ').nth(1).unwrap_or("").to_string())
+        .map(|v| v.split_once(' ').map_or("", |x| x.1).to_string())
         .unwrap_or_default();
     let body = req.into_body().collect().await?.to_bytes();
     Ok(match path.as_str() {
@@ -282,7 +282,7 @@ fn write_keys(dir: &Path, mock: &str) -> anyhow::Result<Keys> {
 }
 
 fn device(i: usize) -> Value {
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         json!({"platform": "fcm", "token": format!("fcm-token-{i:08}")})
     } else {
         json!({"platform": "apns", "token": format!("{i:064x}"), "topic": "com.example.bench"})
