@@ -118,6 +118,7 @@ async fn start_dispatcher(
             history: parts.store.clone(),
             devices: parts.store.clone(),
             slots: parts.store.clone(),
+            templates: parts.store.clone(),
             bus: Arc::clone(&bus),
             queue: Arc::new(Arc::clone(&queue)),
             presence: Arc::new(ClusterPresence {

@@ -73,7 +73,7 @@ pub async fn run(
         gateway_config(&config, Duration::ZERO),
         shutdown.clone(),
     );
-    let (queue, unfinished) = LocalQueue::recover(store.as_ref()).await?;
+    let (queue, unfinished) = LocalQueue::recover(store.as_ref(), store.job_index()).await?;
     if unfinished > 0 {
         tracing::info!(jobs = unfinished, "resuming unfinished deliveries");
     }
@@ -84,6 +84,7 @@ pub async fn run(
             history: store.clone(),
             devices: store.clone(),
             slots: store.clone(),
+            templates: store.clone(),
             bus: Arc::clone(&bus),
             queue: Arc::new(queue),
             presence: Arc::new(LocalPresence(gateway.hub())),

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod ordering;
 pub mod pipeline;
 pub mod scheduler;
+pub mod stages;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,7 @@ use herald_common::auth::ApiKeys;
 use herald_common::config::Config;
 use herald_common::events::ReadReceipt;
 use herald_common::subjects::Subjects;
+use herald_engine::store::Templates;
 use herald_engine::{Bus, Devices, History, JobQueue, Slots, Store, StoreError};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -32,7 +34,7 @@ use channels::chat::Chat;
 use channels::providers::{Providers, Registry};
 use channels::push::{Push, PushProvider, PushProviders};
 use channels::{Channel, ChannelClients, Channels, email::Email, in_app::InApp, sms::SmsChannel};
-use pipeline::{Pipeline, PipelineConfig};
+use pipeline::{Pipeline, PipelineConfig, PipelineParts};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -56,6 +58,7 @@ pub struct Engine {
     pub history: Arc<dyn History>,
     pub devices: Arc<dyn Devices>,
     pub slots: Arc<dyn Slots>,
+    pub templates: Arc<dyn Templates>,
     pub bus: Arc<dyn Bus>,
     pub queue: Arc<dyn JobQueue>,
     pub presence: Arc<dyn PresenceSource>,
@@ -232,17 +235,25 @@ impl Dispatcher {
         let providers = Registry::default();
         let (channels, webpush_key) = channels_from(config, &engine, subjects.clone(), &providers)?;
         let pipeline = Pipeline::new(
-            Arc::clone(&engine.store),
-            Arc::clone(&engine.bus),
+            PipelineParts {
+                store: Arc::clone(&engine.store),
+                templates: Arc::clone(&engine.templates),
+                slots: Arc::clone(&engine.slots),
+                bus: Arc::clone(&engine.bus),
+                queue: Arc::clone(&engine.queue),
+            },
             subjects.clone(),
             channels,
-            Arc::clone(&engine.queue),
             PipelineConfig {
                 alerts: config.alerts.clone(),
                 default_channels: config.default_channels.clone(),
                 ack_timeout: config.ack_timeout,
                 retry: config.retry.clone(),
                 lane_concurrency: config.lane_concurrency,
+                critical_categories: config.critical_categories.clone(),
+                quiet_hours: config.quiet_hours.clone(),
+                default_timezone: config.default_timezone.clone(),
+                caps: config.caps.clone(),
             },
         );
         let tracker = TaskTracker::new();
@@ -287,7 +298,12 @@ impl Dispatcher {
             .queue_subscribe(&subjects.reads(), "herald-dispatchers", tx)
             .await
             .map_err(|e| StartError::Bus(e.to_string()))?;
-        tracker.spawn(record_reads(engine.store, rx, sub, shutdown));
+        tracker.spawn(record_receipts(
+            Arc::clone(&state.pipeline),
+            rx,
+            sub,
+            shutdown,
+        ));
         Ok(Dispatcher { state, tracker })
     }
 
@@ -314,8 +330,8 @@ impl Dispatcher {
     }
 }
 
-async fn record_reads(
-    store: Arc<dyn Store>,
+async fn record_receipts(
+    pipeline: Arc<Pipeline>,
     mut rx: mpsc::Receiver<herald_engine::BusMsg>,
     _sub: herald_engine::Subscription,
     shutdown: CancellationToken,
@@ -326,14 +342,11 @@ async fn record_reads(
             _ = shutdown.cancelled() => return,
         };
         let Ok(receipt) = serde_json::from_slice::<ReadReceipt>(&msg.payload) else {
-            tracing::warn!("ignoring a malformed read receipt");
+            tracing::warn!("ignoring a malformed receipt");
             continue;
         };
-        if let Err(e) = store
-            .mark_read(&receipt.id, &receipt.user_id, receipt.at)
-            .await
-        {
-            tracing::warn!(message_id = %receipt.id, error = %e, "could not record read receipt");
+        if let Err(e) = pipeline.receipt(&receipt).await {
+            tracing::warn!(message_id = %receipt.id, error = %e, "could not record a receipt");
         }
     }
 }

@@ -57,7 +57,8 @@ pub enum Settle {
 /// Releases a leased job back to its queue.
 #[async_trait]
 pub trait Settler: Send + Sync {
-    async fn settle(self: Box<Self>, message: Arc<MessageRecord>, how: Settle);
+    /// Settles the job of recipient `idx` of `message`.
+    async fn settle(self: Box<Self>, message: Arc<MessageRecord>, idx: u32, how: Settle);
 }
 
 /// A job handed to one worker until it is settled.
@@ -72,7 +73,8 @@ impl Lease {
     }
 
     pub async fn settle(self, how: Settle) {
-        self.settler.settle(self.job.message, how).await
+        let idx = self.job.state.idx;
+        self.settler.settle(self.job.message, idx, how).await
     }
 }
 
@@ -118,14 +120,104 @@ struct Lane {
     notify: Notify,
 }
 
+/// Where each of the embedded queue's jobs is: waiting in the queue, run by a worker, or
+/// stopped from outside (canceled; an escalation wait a read satisfied). Shared by the
+/// queue and the store that records stops, so that a stop and a job's start are one
+/// decision under one lock: a job is never started after its stop was recorded, and a job
+/// that started is never recorded as stopped.
+#[derive(Default)]
+pub struct JobIndex {
+    places: Mutex<std::collections::HashMap<(Arc<str>, u32), Place>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    Queued,
+    Running,
+    Stopped,
+}
+
+impl JobIndex {
+    fn key(id: &str, idx: u32) -> (Arc<str>, u32) {
+        (Arc::from(id), idx)
+    }
+
+    /// A job goes into the queue; `false` if it was stopped meanwhile (it is dropped).
+    fn queue(&self, id: &str, idx: u32) -> bool {
+        let Ok(mut p) = self.places.lock() else {
+            return true;
+        };
+        let key = Self::key(id, idx);
+        if p.get(&key) == Some(&Place::Stopped) {
+            p.remove(&key);
+            return false;
+        }
+        p.insert(key, Place::Queued);
+        true
+    }
+
+    /// A worker takes a job; `false` if it was stopped (it is skipped).
+    fn start(&self, id: &str, idx: u32) -> bool {
+        let Ok(mut p) = self.places.lock() else {
+            return true;
+        };
+        let key = Self::key(id, idx);
+        if p.get(&key) == Some(&Place::Stopped) {
+            p.remove(&key);
+            return false;
+        }
+        p.insert(key, Place::Running);
+        true
+    }
+
+    fn finish(&self, id: &str, idx: u32) {
+        if let Ok(mut p) = self.places.lock() {
+            p.remove(&Self::key(id, idx));
+        }
+    }
+
+    /// Stops a job unless a worker runs it: `record` writes the stop (and says whether
+    /// there was anything to stop) while the index is locked.
+    pub fn try_stop<E>(
+        &self,
+        id: &str,
+        idx: u32,
+        record: impl FnOnce() -> Result<bool, E>,
+    ) -> Result<bool, E> {
+        let Ok(mut p) = self.places.lock() else {
+            return Ok(false);
+        };
+        let key = Self::key(id, idx);
+        if p.get(&key) == Some(&Place::Running) {
+            return Ok(false);
+        }
+        let stopped = record()?;
+        if stopped {
+            p.insert(key, Place::Stopped);
+        }
+        Ok(stopped)
+    }
+
+    /// Jobs it knows of (waiting, running or stopped-but-not-yet-dropped).
+    pub fn len(&self) -> usize {
+        self.places.lock().map_or(0, |p| p.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// The embedded engine's queue: in memory, refilled from the store on start.
 pub struct LocalQueue {
     lanes: [Lane; LANES],
     order: AtomicU64,
+    index: Arc<JobIndex>,
 }
 
-impl Default for LocalQueue {
-    fn default() -> Self {
+impl LocalQueue {
+    /// An empty queue whose jobs' places are kept in `index` (which the store shares).
+    pub fn new(index: Arc<JobIndex>) -> LocalQueue {
         let lane = || Lane {
             queue: Mutex::new(BinaryHeap::new()),
             notify: Notify::new(),
@@ -133,7 +225,14 @@ impl Default for LocalQueue {
         LocalQueue {
             lanes: [lane(), lane(), lane()],
             order: AtomicU64::new(0),
+            index,
         }
+    }
+}
+
+impl Default for LocalQueue {
+    fn default() -> Self {
+        LocalQueue::new(Arc::default())
     }
 }
 
@@ -141,17 +240,22 @@ struct LocalSettler(Arc<LocalQueue>);
 
 #[async_trait]
 impl Settler for LocalSettler {
-    async fn settle(self: Box<Self>, message: Arc<MessageRecord>, how: Settle) {
-        if let Settle::Retry(state) = how {
-            self.0.push(Job { message, state });
+    async fn settle(self: Box<Self>, message: Arc<MessageRecord>, idx: u32, how: Settle) {
+        match how {
+            Settle::Retry(state) => self.0.push(Job { message, state }),
+            Settle::Done => self.0.index.finish(&message.id, idx),
         }
     }
 }
 
 impl LocalQueue {
-    /// A queue holding every unfinished job the store knows of.
-    pub async fn recover(store: &dyn Store) -> StoreResult<(Arc<LocalQueue>, usize)> {
-        let queue = Arc::new(LocalQueue::default());
+    /// A queue holding every unfinished job the store knows of; `index` is the one the
+    /// store records stops in.
+    pub async fn recover(
+        store: &dyn Store,
+        index: Arc<JobIndex>,
+    ) -> StoreResult<(Arc<LocalQueue>, usize)> {
+        let queue = Arc::new(LocalQueue::new(index));
         let mut jobs = 0;
         for p in store.pending().await? {
             let message = Arc::new(p.record);
@@ -167,6 +271,9 @@ impl LocalQueue {
     }
 
     pub fn push(&self, job: Job) {
+        if !self.index.queue(&job.message.id, job.state.idx) {
+            return;
+        }
         let lane = &self.lanes[job.message.priority.lane()];
         let entry = Entry {
             due: job.state.due_at,
@@ -198,7 +305,7 @@ impl JobQueue for Arc<LocalQueue> {
         for idx in 0..message.recipients.len() {
             self.push(Job {
                 message: Arc::clone(&message),
-                state: JobState::start(idx as u32, message.created_at),
+                state: JobState::start(idx as u32, message.first_due()),
             });
         }
         Ok(())
@@ -219,6 +326,9 @@ impl JobQueue for Arc<LocalQueue> {
             match next_due {
                 Some(due) if due <= now => {
                     if let Some(entry) = lane_ref.queue.lock().ok().and_then(|mut q| q.pop()) {
+                        if !self.index.start(&entry.job.message.id, entry.job.state.idx) {
+                            continue; // stopped while it waited
+                        }
                         let settler = Box::new(LocalSettler(Arc::clone(self)));
                         return Some(Lease::new(entry.job, settler));
                     }

@@ -12,7 +12,7 @@ pub mod sqlite;
 pub mod store;
 
 pub use bus::{Bus, BusError, BusMsg, PendingReply, RequestError, Subscription};
-pub use jobs::{Job, JobQueue, Lease, LocalQueue, Settle};
+pub use jobs::{Job, JobIndex, JobQueue, Lease, LocalQueue, Settle};
 pub use memory_bus::MemoryBus;
 pub use sqlite::SqliteStore;
 pub use store::{DeviceRecord, Devices, History, HistoryPage, SlotTaken, Slots, Store, StoreError};

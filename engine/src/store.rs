@@ -4,8 +4,8 @@
 use async_trait::async_trait;
 use herald_common::api::{
     AttemptView, ChannelKind, ChatContent, DeadLetterPage, DeviceAddress, DeviceOutcome,
-    DeviceView, EmailContent, MessageView, Outcome, Priority, PushContent, RecipientStatus,
-    SmsContent, Strategy, UserProfile,
+    DeviceView, EmailContent, Escalate, MessageView, Outcome, Priority, PushContent,
+    RecipientStatus, SmsContent, Strategy, TemplateSpec, UserProfile,
 };
 use herald_common::protocol::MessageContent;
 use serde::{Deserialize, Serialize};
@@ -58,10 +58,55 @@ pub struct MessageRecord {
     pub push: Option<PushContent>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chat: Option<ChatContent>,
+    /// The template version it was accepted with, and its variables.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<TemplateRef>,
+    /// The message's locale, for recipients whose profile has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locale: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    /// Not before this instant (Unix ms): recipients are `scheduled` until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalate: Option<Escalate>,
     pub recipients: Vec<RecipientRecord>,
 }
 
+/// Which template version a message renders, with what.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TemplateRef {
+    pub name: String,
+    pub version: u32,
+    #[serde(default)]
+    pub vars: serde_json::Map<String, serde_json::Value>,
+}
+
 impl MessageRecord {
+    /// When its recipients' first step is due: `send_at`, else when it was accepted.
+    pub fn first_due(&self) -> i64 {
+        self.send_at.unwrap_or(self.created_at).max(self.created_at)
+    }
+
+    /// The status its recipients start in.
+    pub fn first_status(&self) -> RecipientStatus {
+        match self.send_at {
+            Some(at) if at > self.created_at => RecipientStatus::Scheduled,
+            _ => RecipientStatus::Pending,
+        }
+    }
+
+    /// The channel list step `phase` walks: the message's, or the escalation's.
+    pub fn channels_of(&self, phase: &Phase) -> &[ChannelKind] {
+        match (phase, &self.escalate) {
+            (Phase::Escalated, Some(e)) => &e.channels,
+            _ => &self.channels,
+        }
+    }
+
     /// What inboxes keep and clients see.
     pub fn content(&self) -> MessageContent {
         MessageContent {
@@ -112,6 +157,34 @@ pub struct JobState {
     /// gone), so a retry after a transient failure goes only to the others.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub done_devices: Vec<String>,
+    #[serde(default, skip_serializing_if = "Phase::is_deliver")]
+    pub phase: Phase,
+    /// The recipient's frequency-cap slot is taken (it counts once, whatever happens next).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cap_taken: bool,
+    /// A channel was attempted (not only skipped by the user's preferences): with nothing
+    /// sent, the recipient ends `failed` rather than `skipped`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tried: bool,
+}
+
+/// Where a recipient is in its message's plan (SPEC §9 escalation).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "phase", rename_all = "snake_case")]
+pub enum Phase {
+    /// Through the message's channels.
+    #[default]
+    Deliver,
+    /// Delivered in the app; waiting until `until` for a read (or ack) before escalating.
+    Awaiting { until: i64 },
+    /// Not read in time: through the escalation's channels.
+    Escalated,
+}
+
+impl Phase {
+    pub fn is_deliver(&self) -> bool {
+        *self == Phase::Deliver
+    }
 }
 
 impl JobState {
@@ -124,6 +197,9 @@ impl JobState {
             due_at,
             best: None,
             done_devices: Vec::new(),
+            phase: Phase::Deliver,
+            cap_taken: false,
+            tried: false,
         }
     }
 }
@@ -180,6 +256,34 @@ pub enum JobNext {
     },
 }
 
+pub use herald_common::events::Receipt;
+
+/// What a stop from outside asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Cancel a recipient not yet final (ends `canceled`).
+    Cancel,
+    /// End an escalation wait that a read (or ack) satisfied (ends `delivered`).
+    Satisfied,
+}
+
+impl Stop {
+    pub fn status(self) -> RecipientStatus {
+        match self {
+            Stop::Cancel => RecipientStatus::Canceled,
+            Stop::Satisfied => RecipientStatus::Delivered,
+        }
+    }
+
+    /// Whether a job in `state` may be stopped this way.
+    pub fn applies(self, state: &JobState) -> bool {
+        match self {
+            Stop::Cancel => true,
+            Stop::Satisfied => matches!(state.phase, Phase::Awaiting { .. }),
+        }
+    }
+}
+
 /// A message with the jobs of its unfinished recipients (for restart recovery).
 #[derive(Debug, Clone)]
 pub struct PendingMessage {
@@ -212,8 +316,29 @@ pub trait Store: Send + Sync + 'static {
 
     async fn message(&self, id: &str) -> StoreResult<Option<MessageView>>;
 
-    /// Notes that `user_id` read message `id` (first read wins).
-    async fn mark_read(&self, id: &str, user_id: &str, at: i64) -> StoreResult<()>;
+    /// A message's stored record.
+    async fn record(&self, id: &str) -> StoreResult<Option<MessageRecord>>;
+
+    /// Notes that `user_id` read (or, `Receipt::Ack`, acked) message `id` — the first time
+    /// wins — and says the recipient indexes of that user's it was the first time for.
+    async fn mark_receipt(
+        &self,
+        id: &str,
+        user_id: &str,
+        kind: Receipt,
+        at: i64,
+    ) -> StoreResult<Vec<u32>>;
+
+    /// When recipient `idx` of message `id` was read and acked (by any session).
+    async fn receipts(&self, id: &str, idx: u32) -> StoreResult<(Option<i64>, Option<i64>)>;
+
+    /// Ends a recipient's waiting job from outside (a cancel, or a read that ends an
+    /// escalation wait): `true` when it was waiting as `stop` requires and is now final.
+    /// A job a dispatcher is running is not the store's to stop: see [`JobQueue::stop`].
+    async fn stop(&self, id: &str, idx: u32, stop: Stop, at: i64) -> StoreResult<bool>;
+
+    /// The messages accepted with `cancel_key`, with their number of recipients.
+    async fn cancel_group(&self, cancel_key: &str) -> StoreResult<Vec<(String, u32)>>;
 
     async fn put_user(&self, id: &str, profile: &UserProfile) -> StoreResult<()>;
     async fn user(&self, id: &str) -> StoreResult<Option<UserProfile>>;
@@ -409,4 +534,31 @@ pub fn take_from(
     SlotTaken::Full {
         until: oldest + window_ms,
     }
+}
+
+/// One version of a stored template.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TemplateRecord {
+    pub name: String,
+    pub version: u32,
+    pub created_at: i64,
+    pub spec: TemplateSpec,
+}
+
+/// Templates (SPEC §8): every `PUT` is a new version; versions are kept after a delete so
+/// messages accepted earlier render as they were accepted.
+#[async_trait]
+pub trait Templates: Send + Sync + 'static {
+    /// Stores a new version; answers its number (1, 2, …).
+    async fn put_template(&self, name: &str, spec: &TemplateSpec, now: i64) -> StoreResult<u32>;
+    /// A version (`None`: the latest, unless the template was deleted).
+    async fn template(
+        &self,
+        name: &str,
+        version: Option<u32>,
+    ) -> StoreResult<Option<TemplateRecord>>;
+    /// Every template not deleted, with its latest version.
+    async fn templates(&self) -> StoreResult<Vec<(String, u32)>>;
+    /// `true` when there was one to delete.
+    async fn delete_template(&self, name: &str) -> StoreResult<bool>;
 }

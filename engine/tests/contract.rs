@@ -63,3 +63,11 @@ async fn sqlite_slots_contract() {
     let dir = tempfile::tempdir().unwrap();
     suite::slots_contract(&sqlite(&dir, 5)).await;
 }
+
+#[tokio::test]
+async fn sqlite_stops_and_templates_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite(&dir, 5);
+    suite::stops_contract(&store).await;
+    suite::templates_contract(&store).await;
+}

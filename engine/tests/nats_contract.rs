@@ -42,6 +42,8 @@ async fn nats_store_contract() {
     let shutdown = tokio_util::sync::CancellationToken::new();
     tokio::spawn(queue.run_ingest(shutdown.clone()));
     suite::store_contract(&store, false).await;
+    suite::stops_contract(&store).await;
+    suite::templates_contract(&store).await;
     shutdown.cancel();
 }
 

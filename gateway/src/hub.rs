@@ -259,10 +259,11 @@ impl Hub {
         self.sessions.load(Ordering::Relaxed)
     }
 
-    /// A session acked message `id`: answer the dispatcher's request, once.
-    pub async fn ack(&self, user: &str, id: &str) {
+    /// A session acked message `id`: answer the dispatcher's request, once. Passes a
+    /// session's ack to the dispatcher waiting for it; `false` if none waits.
+    pub async fn ack(&self, user: &str, id: &str) -> bool {
         let Some((_, pending)) = self.pending_acks.remove(&ack_key(user, id)) else {
-            return;
+            return false;
         };
         if let Err(e) = self
             .bus
@@ -271,6 +272,7 @@ impl Hub {
         {
             tracing::warn!(message_id = %id, error = %e, "could not send ack reply");
         }
+        true
     }
 
     /// Forgets ack slots older than `max_age` (the dispatcher has stopped waiting).

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use herald_common::api::{ErrorBody, ErrorCode};
 use herald_common::auth::TokenVerifier;
 use herald_common::config::Limits;
-use herald_common::events::ReadReceipt;
+use herald_common::events::{ReadReceipt, Receipt};
 use herald_common::protocol::SUBPROTOCOL;
 use herald_common::ratelimit::KeyedLimiter;
 use herald_common::subjects::Subjects;
@@ -64,11 +64,13 @@ impl GatewayState {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    pub async fn publish_read(&self, user: &str, id: &str) {
+    /// Forwards a receipt to the dispatchers (`read`, or an `ack` nobody waits for now).
+    pub async fn publish_receipt(&self, user: &str, id: &str, kind: Receipt) {
         let receipt = ReadReceipt {
             id: id.to_string(),
             user_id: user.to_string(),
             at: herald_common::time::now_ms(),
+            kind,
         };
         let Ok(payload) = serde_json::to_vec(&receipt) else {
             return;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herald_common::auth::Claims;
+use herald_common::events::Receipt;
 use herald_common::protocol::{ClientFrame, MessageFrame, ServerFrame, close};
 use herald_common::ratelimit::TokenBucket;
 use herald_common::time::now_ms;
@@ -334,11 +335,18 @@ impl Session {
         };
         match frame {
             ClientFrame::Ack { id } => {
-                self.gw.hub.ack(&self.shared.user, &id).await;
+                if !self.gw.hub.ack(&self.shared.user, &id).await {
+                    // Late (or for a replay): still a receipt an escalation may wait for.
+                    self.gw
+                        .publish_receipt(&self.shared.user, &id, Receipt::Ack)
+                        .await;
+                }
                 Ok(())
             }
             ClientFrame::Read { id } => {
-                self.gw.publish_read(&self.shared.user, &id).await;
+                self.gw
+                    .publish_receipt(&self.shared.user, &id, Receipt::Read)
+                    .await;
                 Ok(())
             }
             ClientFrame::Ping => self.send(socket, &ServerFrame::Pong).await,

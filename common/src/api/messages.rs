@@ -190,9 +190,66 @@ pub struct SendRequest {
     pub push: Option<PushContent>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chat: Option<ChatContent>,
+    /// A stored template (SPEC §8) rendered per recipient; then `title`/`body` are not
+    /// required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,128}$")]
+    pub template: Option<String>,
+    /// The template's variables.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub vars: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The locale for recipients whose profile has none (BCP 47, e.g. `zh-CN`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 35)]
+    pub locale: Option<String>,
+    /// What kind of message this is (SPEC §9): preferences, caps and critical bypasses go
+    /// by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[a-z0-9_-]{1,64}$")]
+    pub category: Option<String>,
+    /// Deliver at (RFC 3339, at most a year ahead; past means now).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
+    pub send_at: Option<String>,
+    /// Groups messages for `POST /v1/messages/cancel`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 128)]
+    pub cancel_key: Option<String>,
+    /// After an in-app delivery, go on to more channels unless it is read (or acked) in time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalate: Option<Escalate>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
 }
+
+/// What `escalate.unless` waits for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EscalateUnless {
+    /// A session reported the message read.
+    #[default]
+    Read,
+    /// A session acked the message (it reached the app).
+    Ack,
+}
+
+/// SPEC §9: `{"after_s":600,"unless":"read","channels":["email"]}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Escalate {
+    #[schema(minimum = 1, maximum = 604800)]
+    pub after_s: u64,
+    #[serde(default)]
+    pub unless: EscalateUnless,
+    #[schema(min_items = 1)]
+    pub channels: Vec<ChannelKind>,
+}
+
+/// The longest `send_at` ahead of now.
+pub const MAX_SCHEDULE_AHEAD_MS: i64 = 366 * 86_400_000;
+/// The longest escalation wait (a week).
+pub const MAX_ESCALATE_S: u64 = 7 * 86_400;
 
 impl SendRequest {
     /// Checks everything the contract requires; the message says which field is wrong.
@@ -218,8 +275,42 @@ impl SendRequest {
             }
         }
         let blank = |s: &Option<String>| s.as_deref().is_none_or(|s| s.trim().is_empty());
-        if blank(&self.title) && blank(&self.body) {
-            return Err("one of 'title' or 'body' is required".into());
+        if self.template.is_none() && blank(&self.title) && blank(&self.body) {
+            return Err("one of 'title', 'body' or 'template' is required".into());
+        }
+        if let Some(name) = &self.template {
+            super::validate_template_name(name).map_err(|e| format!("template: {e}"))?;
+        } else if self.vars.is_some() {
+            return Err("'vars' is for a 'template'".into());
+        }
+        if let Some(locale) = &self.locale {
+            super::validate_locale(locale).map_err(|e| format!("locale: {e}"))?;
+        }
+        if let Some(category) = &self.category {
+            validate_category(category)?;
+        }
+        if let Some(key) = &self.cancel_key
+            && (key.is_empty() || key.len() > 128 || key.chars().any(char::is_control))
+        {
+            return Err("'cancel_key' must be 1-128 characters, no control characters".into());
+        }
+        if let Some(at) = &self.send_at
+            && crate::time::parse_rfc3339(at).is_none()
+        {
+            return Err(format!(
+                "'send_at' '{at}' is not an RFC 3339 time like 2026-12-24T09:00:00+01:00"
+            ));
+        }
+        if let Some(e) = &self.escalate {
+            if !(1..=MAX_ESCALATE_S).contains(&e.after_s) {
+                return Err(format!(
+                    "escalate.after_s must be between 1 and {MAX_ESCALATE_S}"
+                ));
+            }
+            validate_channels(&e.channels).map_err(|m| format!("escalate.channels: {m}"))?;
+            if e.channels.contains(&ChannelKind::InApp) {
+                return Err("escalate.channels: escalation goes beyond in_app".into());
+            }
         }
         if self
             .data
@@ -493,4 +584,18 @@ mod tests {
                 .is_err()
         );
     }
+}
+
+/// `POST /v1/messages/cancel` (SPEC §10).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelRequest {
+    #[schema(min_length = 1, max_length = 128)]
+    pub cancel_key: String,
+}
+
+/// The answer to a cancel: how many recipients it stopped (those not yet attempted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Canceled {
+    pub canceled: u32,
 }

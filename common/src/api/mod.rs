@@ -51,10 +51,12 @@ macro_rules! string_enum {
 
 mod devices;
 mod messages;
+mod templates;
 mod users;
 
 pub use devices::*;
 pub use messages::*;
+pub use templates::*;
 pub use users::*;
 
 string_enum!(
@@ -101,10 +103,13 @@ string_enum!(
     /// Where one recipient's delivery stands.
     RecipientStatus {
         Pending => "pending",
+        Scheduled => "scheduled",
         Delivered => "delivered",
         Sent => "sent",
         Failed => "failed",
         Expired => "expired",
+        Canceled => "canceled",
+        Skipped => "skipped",
     }
 );
 
@@ -118,17 +123,19 @@ string_enum!(
         TransientError => "transient_error",
         PermanentError => "permanent_error",
         Skipped => "skipped",
+        Deferred => "deferred",
+        Unread => "unread",
     }
 );
 
 string_enum!(
     /// A message's overall status, derived from its recipients.
-    MessageStatus { Pending => "pending", Delivered => "delivered", Failed => "failed", Partial => "partial" }
+    MessageStatus { Pending => "pending", Delivered => "delivered", Failed => "failed", Partial => "partial", Canceled => "canceled", Skipped => "skipped" }
 );
 
 impl RecipientStatus {
     pub fn is_final(self) -> bool {
-        self != RecipientStatus::Pending
+        !matches!(self, RecipientStatus::Pending | RecipientStatus::Scheduled)
     }
 }
 
@@ -159,21 +166,32 @@ impl Priority {
 }
 
 impl MessageStatus {
-    /// SPEC: pending while any recipient is; delivered when all are delivered or sent;
-    /// failed when all failed; otherwise partial.
+    /// SPEC: pending while any recipient is (or is scheduled); delivered when all are
+    /// delivered or sent; failed when all failed; (ext) canceled when all were canceled;
+    /// otherwise partial. Recipients skipped by their preferences or a cap do not count,
+    /// unless all were: then the message is `skipped`.
     pub fn derive(statuses: impl IntoIterator<Item = RecipientStatus>) -> MessageStatus {
-        let (mut any, mut pending, mut ok, mut failed) = (false, false, true, true);
+        let (mut any, mut pending, mut ok, mut failed, mut canceled) =
+            (false, false, true, true, true);
+        let mut skipped = false;
         for s in statuses {
+            if s == RecipientStatus::Skipped {
+                skipped = true;
+                continue;
+            }
             any = true;
-            pending |= s == RecipientStatus::Pending;
+            pending |= !s.is_final();
             ok &= matches!(s, RecipientStatus::Delivered | RecipientStatus::Sent);
             failed &= s == RecipientStatus::Failed;
+            canceled &= s == RecipientStatus::Canceled;
         }
         match () {
+            _ if !any && skipped => MessageStatus::Skipped,
             _ if !any => MessageStatus::Failed,
             _ if pending => MessageStatus::Pending,
             _ if ok => MessageStatus::Delivered,
             _ if failed => MessageStatus::Failed,
+            _ if canceled => MessageStatus::Canceled,
             _ => MessageStatus::Partial,
         }
     }

@@ -23,6 +23,66 @@ pub struct UserProfile {
     /// Where the chat and webhook channels post for this user (or team).
     #[serde(default, skip_serializing_if = "ChatAddresses::is_empty")]
     pub chat: ChatAddresses,
+    /// Per message category, per channel (or `"*"`: every channel): `false` opts out
+    /// (SPEC §9). Critical categories ignore it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schema(value_type = Object)]
+    pub categories: BTreeMap<String, BTreeMap<String, bool>>,
+    /// When offline channels wait (in `timezone`; default `HERALD_QUIET_HOURS`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quiet_hours: Option<QuietHours>,
+}
+
+/// `{"start":"22:00","end":"08:00"}`: a daily window in the user's time zone; it may cross
+/// midnight. `start` equal to `end` means none.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QuietHours {
+    #[schema(pattern = "^([01][0-9]|2[0-3]):[0-5][0-9]$")]
+    pub start: String,
+    #[schema(pattern = "^([01][0-9]|2[0-3]):[0-5][0-9]$")]
+    pub end: String,
+}
+
+impl QuietHours {
+    /// Minutes after midnight of `HH:MM`.
+    pub fn minutes(text: &str) -> Result<u32, String> {
+        let bad = || format!("'{text}' is not a time like 22:00 (HH:MM, 24-hour)");
+        let (h, m) = text.split_once(':').ok_or_else(bad)?;
+        if h.len() != 2 || m.len() != 2 {
+            return Err(bad());
+        }
+        let (h, m): (u32, u32) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
+        if h > 23 || m > 59 {
+            return Err(bad());
+        }
+        Ok(h * 60 + m)
+    }
+
+    /// `(start, end)` in minutes after midnight.
+    pub fn window(&self) -> Result<(u32, u32), String> {
+        Ok((Self::minutes(&self.start)?, Self::minutes(&self.end)?))
+    }
+
+    /// `22:00-08:00` (the form of `HERALD_QUIET_HOURS`).
+    pub fn parse_range(text: &str) -> Result<QuietHours, String> {
+        let (start, end) = text
+            .split_once('-')
+            .ok_or_else(|| format!("'{text}' is not a range like 22:00-08:00"))?;
+        let q = QuietHours {
+            start: start.trim().to_string(),
+            end: end.trim().to_string(),
+        };
+        q.window()?;
+        Ok(q)
+    }
+}
+
+/// Checks an IANA time zone name (the bundled database knows it).
+pub fn validate_timezone(tz: &str) -> Result<(), String> {
+    jiff::tz::TimeZone::get(tz)
+        .map(|_| ())
+        .map_err(|_| format!("'{tz}' is not an IANA time zone like Europe/Berlin"))
 }
 
 /// The profile's `chat` object: one robot (or endpoint) per chat channel.
@@ -137,6 +197,25 @@ impl UserProfile {
             key.parse::<ChannelKind>()
                 .map_err(|e| format!("preferences: {e}"))?;
         }
+        if let Some(tz) = &self.timezone {
+            validate_timezone(tz).map_err(|e| format!("timezone: {e}"))?;
+        }
+        if let Some(locale) = &self.locale {
+            super::validate_locale(locale).map_err(|e| format!("locale: {e}"))?;
+        }
+        if let Some(q) = &self.quiet_hours {
+            q.window().map_err(|e| format!("quiet_hours: {e}"))?;
+        }
+        for (category, channels) in &self.categories {
+            super::validate_category(category).map_err(|e| format!("categories: {e}"))?;
+            for channel in channels.keys() {
+                if channel != "*" {
+                    channel
+                        .parse::<ChannelKind>()
+                        .map_err(|e| format!("categories.{category}: {e}"))?;
+                }
+            }
+        }
         self.chat.validate()
     }
 
@@ -175,6 +254,18 @@ impl UserProfile {
     pub fn allows(&self, channel: ChannelKind) -> bool {
         self.preferences
             .get(channel.as_str())
+            .copied()
+            .unwrap_or(true)
+    }
+
+    /// Whether the user allows messages of `category` on `channel`: the channel's own
+    /// setting for the category, else its `"*"`, else allowed.
+    pub fn allows_category(&self, category: &str, channel: ChannelKind) -> bool {
+        let Some(c) = self.categories.get(category) else {
+            return true;
+        };
+        c.get(channel.as_str())
+            .or_else(|| c.get("*"))
             .copied()
             .unwrap_or(true)
     }

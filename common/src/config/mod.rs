@@ -90,6 +90,12 @@ pub const ENV_CHAT_TIMEOUT_MS: &str = "HERALD_CHAT_TIMEOUT_MS";
 pub const ENV_CIRCUIT_FAILURES: &str = "HERALD_CIRCUIT_FAILURES";
 pub const ENV_CIRCUIT_COOLDOWN_S: &str = "HERALD_CIRCUIT_COOLDOWN_S";
 pub const ENV_CORS_ORIGINS: &str = "HERALD_CORS_ORIGINS";
+// SPEC §9: preferences, quiet hours, unsubscribe links.
+pub const ENV_CRITICAL_CATEGORIES: &str = "HERALD_CRITICAL_CATEGORIES";
+pub const ENV_QUIET_HOURS: &str = "HERALD_QUIET_HOURS";
+pub const ENV_DEFAULT_TIMEZONE: &str = "HERALD_DEFAULT_TIMEZONE";
+pub const ENV_PUBLIC_URL: &str = "HERALD_PUBLIC_URL";
+pub const ENV_UNSUBSCRIBE_SECRET: &str = "HERALD_UNSUBSCRIBE_SECRET";
 // Secrets from files: each names a file holding the setting without `_FILE`.
 pub const ENV_API_KEYS_FILE: &str = "HERALD_API_KEYS_FILE";
 pub const ENV_JWT_SECRET_FILE: &str = "HERALD_JWT_SECRET_FILE";
@@ -172,6 +178,11 @@ const SETTINGS: &[(&str, Option<&str>)] = &[
     (ENV_CIRCUIT_FAILURES, Some("5")),
     (ENV_CIRCUIT_COOLDOWN_S, Some("30")),
     (ENV_CORS_ORIGINS, None),
+    (ENV_CRITICAL_CATEGORIES, None),
+    (ENV_QUIET_HOURS, None),
+    (ENV_DEFAULT_TIMEZONE, Some("UTC")),
+    (ENV_PUBLIC_URL, None),
+    (ENV_UNSUBSCRIBE_SECRET, None),
     (ENV_API_KEYS_FILE, None),
     (ENV_JWT_SECRET_FILE, None),
     (ENV_SMTP_URL_FILE, None),
@@ -293,6 +304,16 @@ pub struct Config {
     pub caps: Vec<CapConfig>,
     /// Browser origins allowed to call `/v1/me/…` with a client token (`*`: any).
     pub cors_origins: Vec<String>,
+    /// Categories that ignore opt-outs and quiet hours.
+    pub critical_categories: Vec<String>,
+    /// Quiet hours for users whose profile sets none.
+    pub quiet_hours: Option<crate::api::QuietHours>,
+    /// The time zone of users whose profile names none (IANA).
+    pub default_timezone: String,
+    /// Where people reach this server from outside (unsubscribe links).
+    pub public_url: Option<String>,
+    /// Signs unsubscribe links (default: derived from the JWT secret).
+    pub unsubscribe_secret: Option<Secret>,
     pub default_channels: Vec<ChannelKind>,
     pub ack_timeout: Duration,
     pub heartbeat: Duration,
@@ -723,6 +744,33 @@ impl Config {
             tls_ca_file: raw.get(ENV_TLS_CA_FILE).map(PathBuf::from),
             max_devices_per_user: raw.positive(ENV_MAX_DEVICES_PER_USER)?.min(1000) as usize,
             caps: Vec::new(),
+            critical_categories: {
+                let list = raw.list(ENV_CRITICAL_CATEGORIES);
+                for c in &list {
+                    crate::api::validate_category(c)
+                        .map_err(|e| ConfigError(format!("{ENV_CRITICAL_CATEGORIES}: {e}")))?;
+                }
+                list
+            },
+            quiet_hours: raw
+                .get(ENV_QUIET_HOURS)
+                .map(crate::api::QuietHours::parse_range)
+                .transpose()
+                .map_err(|e| ConfigError(format!("{ENV_QUIET_HOURS}: {e}")))?,
+            default_timezone: {
+                let tz = raw.req(ENV_DEFAULT_TIMEZONE)?.to_string();
+                crate::api::validate_timezone(&tz)
+                    .map_err(|e| ConfigError(format!("{ENV_DEFAULT_TIMEZONE}: {e}")))?;
+                tz
+            },
+            public_url: match raw.get(ENV_PUBLIC_URL) {
+                Some(u) => {
+                    check_http_url(u).map_err(|e| ConfigError(format!("{ENV_PUBLIC_URL} {e}")))?;
+                    Some(u.trim_end_matches('/').to_string())
+                }
+                None => None,
+            },
+            unsubscribe_secret: raw.get(ENV_UNSUBSCRIBE_SECRET).map(Secret::new),
             cors_origins: raw
                 .list(ENV_CORS_ORIGINS)
                 .into_iter()
@@ -893,6 +941,10 @@ mod tests {
             (ENV_SMS_PROVIDER, "carrier-pigeon"),
             (ENV_SMS_URL, "ftp://x"),
             (ENV_APNS_KEY_FILE, "/k.p8"),
+            (ENV_QUIET_HOURS, "22:00"),
+            (ENV_QUIET_HOURS, "25:00-08:00"),
+            (ENV_DEFAULT_TIMEZONE, "Mars/Olympus"),
+            (ENV_CRITICAL_CATEGORIES, "Security!"),
         ];
         for (k, v) in cases {
             let err = Config::load(None, env_of(&[(k, v)]), &[]).unwrap_err();

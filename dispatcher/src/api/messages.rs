@@ -6,7 +6,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use herald_common::api::{
-    Accepted, DeadLetterPage, ErrorBody, MessageView, SendRequest, TopicAccepted, TopicPublish,
+    Accepted, CancelRequest, Canceled, DeadLetterPage, ErrorBody, MessageView, SendRequest,
+    TopicAccepted, TopicPublish,
 };
 use herald_common::ids::validate_user_id;
 use herald_common::protocol::{MessageContent, MessageFrame};
@@ -73,6 +74,50 @@ pub(super) async fn get_message(
         Some(view) => Ok(axum::Json(view).into_response()),
         None => Err(ApiError::not_found(format!("no message with id '{id}'"))),
     }
+}
+
+#[utoipa::path(delete, path = "/v1/messages/{id}", tag = "messages",
+    params(("id" = String, Path, description = "Message id")),
+    responses(
+        (status = 200, description = "Its recipients not yet attempted are canceled", body = Canceled),
+        (status = 404, description = "No such message", body = ErrorBody),
+        (status = 400, description = "Invalid request", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 503, description = "Storage unavailable; retry", body = ErrorBody),
+    ))]
+pub(super) async fn cancel_message(
+    State(state): St,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = path_param(id)?;
+    match state.pipeline.cancel_message(&id).await? {
+        Some(canceled) => Ok(axum::Json(Canceled { canceled }).into_response()),
+        None => Err(ApiError::not_found(format!("no message with id '{id}'"))),
+    }
+}
+
+#[utoipa::path(post, path = "/v1/messages/cancel", tag = "messages",
+    request_body = CancelRequest,
+    responses(
+        (status = 200, description = "Every recipient not yet attempted of the messages sent with this key is canceled", body = Canceled),
+        (status = 400, description = "Invalid request", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 503, description = "Storage unavailable; retry", body = ErrorBody),
+    ))]
+pub(super) async fn cancel_by_key(
+    State(state): St,
+    JsonBody(req): JsonBody<CancelRequest>,
+) -> Result<Response, ApiError> {
+    let key = req.cancel_key;
+    if key.is_empty() || key.len() > 128 || key.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            "'cancel_key' must be 1-128 characters, no control characters",
+        ));
+    }
+    let canceled = state.pipeline.cancel_group(&key).await?;
+    Ok(axum::Json(Canceled { canceled }).into_response())
 }
 
 #[utoipa::path(post, path = "/v1/topics/{topic}/messages", tag = "topics",

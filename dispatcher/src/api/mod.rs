@@ -8,6 +8,7 @@ mod cors;
 mod devices;
 mod messages;
 mod operations;
+mod templates;
 mod users;
 
 use std::sync::Arc;
@@ -36,6 +37,7 @@ use crate::pipeline::Pipeline;
 use devices::*;
 use messages::*;
 use operations::*;
+use templates::*;
 use users::*;
 
 /// Answers "how many live sessions does this user have", across the deployment.
@@ -78,7 +80,8 @@ pub(crate) type St = State<Arc<ApiState>>;
 #[openapi(
     info(title = "Herald", description = "One API to reach users in the app, by email and by SMS."),
     paths(send_message, list_messages, get_message, publish_topic, put_user, get_user, delete_user, presence, dead_letters, stats, mint_token,
-        put_device, list_devices, delete_device, put_my_device, list_my_devices, delete_my_device, webpush_key),
+        put_device, list_devices, delete_device, put_my_device, list_my_devices, delete_my_device, webpush_key,
+        cancel_message, cancel_by_key, put_template, get_template, delete_template, list_templates, preview_template),
     modifiers(&BearerAuth),
     security(("api_key" = [])),
 )]
@@ -148,7 +151,14 @@ fn v1_router(state: Arc<ApiState>) -> Router {
         .route("/v1/messages", post(send_message).get(list_messages))
         .route("/v1/stats", get(stats))
         .route("/v1/tokens", post(mint_token))
-        .route("/v1/messages/{id}", get(get_message))
+        .route("/v1/messages/cancel", post(cancel_by_key))
+        .route("/v1/messages/{id}", get(get_message).delete(cancel_message))
+        .route("/v1/templates", get(list_templates))
+        .route(
+            "/v1/templates/{name}",
+            put(put_template).get(get_template).delete(delete_template),
+        )
+        .route("/v1/templates/{name}/preview", post(preview_template))
         .route("/v1/topics/{topic}/messages", post(publish_topic))
         .route(
             "/v1/users/{id}",

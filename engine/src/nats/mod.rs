@@ -17,6 +17,7 @@ mod devices;
 mod kv_json;
 pub mod queue;
 pub mod store;
+mod templates;
 
 use std::time::Duration;
 
@@ -65,6 +66,8 @@ pub struct Names {
     pub recent: String,
     pub devices: String,
     pub slots: String,
+    pub cancel_keys: String,
+    pub templates: String,
 }
 
 impl Names {
@@ -86,6 +89,8 @@ impl Names {
             recent: format!("{low}_recent"),
             devices: format!("{low}_devices"),
             slots: format!("{low}_slots"),
+            cancel_keys: format!("{low}_cancel_keys"),
+            templates: format!("{low}_templates"),
         }
     }
 }
@@ -114,6 +119,10 @@ pub struct Buckets {
     pub devices: kv::Store,
     /// Per slot key (caps, robot pace): the slots taken in the window.
     pub slots: kv::Store,
+    /// Per cancel key: the messages accepted with it.
+    pub cancel_keys: kv::Store,
+    /// Template heads (`h.<name>`) and versions (`v.<name>.<version>`).
+    pub templates: kv::Store,
 }
 
 fn unavailable(what: &str, e: impl std::fmt::Display) -> StoreError {
@@ -267,6 +276,8 @@ async fn setup_buckets(
         (&names.recent, day * 30),
         (&names.devices, Duration::ZERO),
         (&names.slots, day * 31),
+        (&names.cancel_keys, day * 400),
+        (&names.templates, Duration::ZERO),
     ]
     .map(|(name, age)| {
         let config = bucket(name, age);
@@ -298,5 +309,7 @@ async fn setup_buckets(
         recent: next()?,
         devices: next()?,
         slots: next()?,
+        cancel_keys: next()?,
+        templates: next()?,
     })
 }

@@ -20,8 +20,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::NatsEngine;
 use super::store::{
-    IngestRecord, NatsStore, RecipientEntry, backend, create_json, get_json_confirmed,
-    get_json_latest, recipient_key,
+    IngestRecord, NatsStore, RecipientEntry, backend, create_json, get_json_confirmed, modify,
+    recipient_key,
 };
 use crate::jobs::{Job, JobQueue, LANES, Lease, Settle, Settler};
 use crate::store::{JobState, MessageRecord, StoreResult};
@@ -230,14 +230,11 @@ impl JetStreamQueue {
         }
         create_json(&b.messages, &record.id, &record).await?;
         for (idx, r) in record.recipients.iter().enumerate() {
-            let entry = RecipientEntry {
-                user_id: r.user_id.clone(),
-                status: herald_common::api::RecipientStatus::Pending,
-                channel: None,
-                attempts: Vec::new(),
-                read_at: None,
-                job: Some(JobState::start(idx as u32, record.created_at)),
-            };
+            let entry = RecipientEntry::new(
+                &r.user_id,
+                record.first_status(),
+                Some(JobState::start(idx as u32, record.first_due())),
+            );
             create_json(
                 &b.recipients,
                 &recipient_key(&record.id, idx as u32),
@@ -318,19 +315,40 @@ impl JetStreamQueue {
     }
 }
 
+/// How long a job's lease in its entry lasts at most: settling ends it sooner; a
+/// dispatcher that dies mid-job leaves it to lapse (the job goes to another dispatcher
+/// after `ack_wait` and is leased anew).
+const LEASE: Duration = Duration::from_secs(600);
+
 /// Keeps a running job's lease alive and settles it.
 struct NatsSettler {
     message: Arc<Message>,
     keepalive: tokio::task::AbortHandle,
+    recipients: async_nats::jetstream::kv::Store,
+    key: String,
 }
 
 #[async_trait]
 impl Settler for NatsSettler {
-    async fn settle(self: Box<Self>, _message: Arc<MessageRecord>, how: Settle) {
+    async fn settle(self: Box<Self>, _message: Arc<MessageRecord>, _idx: u32, how: Settle) {
         self.keepalive.abort();
         let result = match how {
             Settle::Done => self.message.ack().await,
             Settle::Retry(state) => {
+                // Waiting now (a retry, quiet hours, an escalation): a cancel may stop it.
+                let released = modify::<RecipientEntry, ()>(&self.recipients, &self.key, |e| {
+                    Ok((
+                        e.map(|mut e| {
+                            e.lease_until = None;
+                            e
+                        }),
+                        (),
+                    ))
+                })
+                .await;
+                if let Err(e) = released {
+                    tracing::warn!(error = %e, "could not release a job's lease; it lapses");
+                }
                 let delay = Duration::from_millis((state.due_at - now_ms()).max(0) as u64);
                 self.message.ack_with(AckKind::Nak(Some(delay))).await
             }
@@ -385,16 +403,26 @@ impl JetStreamQueue {
             let _ = msg.ack_with(AckKind::Term).await;
             return None;
         };
-        // The job's state is read from the leader: a replica may not have applied the
-        // ingest's writes yet, or may hold the step before the last recorded one.
+        // The job is leased in its recipient's entry (compare-and-set, so from the leader's
+        // latest): a cancel does not stop a job being attempted, and a job never starts
+        // after a cancel was recorded. A job not due yet is not leased.
+        let key = recipient_key(&job.id, job.idx);
+        let now = now_ms();
         let loaded = async {
             let record = self.record(&job.id).await?;
-            let entry = get_json_latest::<RecipientEntry>(
+            let entry = modify::<RecipientEntry, Option<RecipientEntry>>(
                 &self.engine.buckets.recipients,
-                &recipient_key(&job.id, job.idx),
+                &key,
+                |entry| match entry {
+                    Some(mut e) if e.job.as_ref().is_some_and(|j| j.due_at - now <= 20) => {
+                        e.lease_until = Some(now + LEASE.as_millis() as i64);
+                        Ok((Some(e.clone()), Some(e)))
+                    }
+                    other => Ok((None, other)),
+                },
             )
             .await?;
-            StoreResult::Ok((record, entry.map(|(e, _)| e)))
+            StoreResult::Ok((record, entry))
         }
         .await;
         let (record, entry) = match loaded {
@@ -447,7 +475,12 @@ impl JetStreamQueue {
                 message: record,
                 state,
             },
-            Box::new(NatsSettler { message, keepalive }),
+            Box::new(NatsSettler {
+                message,
+                keepalive,
+                recipients: self.engine.buckets.recipients.clone(),
+                key,
+            }),
         ))
     }
 }

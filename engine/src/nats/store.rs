@@ -25,7 +25,7 @@ pub(crate) use super::kv_json::{
 };
 use crate::store::{
     AcceptOutcome, AttemptRecord, History, HistoryPage, IdempotencyClaim, JobNext, JobState,
-    MessageRecord, PendingMessage, Store, StoreError, StoreResult,
+    MessageRecord, PendingMessage, Receipt, Stop, Store, StoreError, StoreResult,
 };
 
 const HEADER_SEQ: &str = "Herald-Seq";
@@ -44,9 +44,31 @@ pub(crate) struct RecipientEntry {
     pub attempts: Vec<AttemptRecord>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acked_at: Option<i64>,
     /// Where delivery continues; `None` once final.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<JobState>,
+    /// Set while a dispatcher runs the job (until this instant, Unix ms): a cancel does not
+    /// stop a job that is being attempted (see [`Store::stop`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_until: Option<i64>,
+}
+
+impl RecipientEntry {
+    /// A recipient before (or without) its first step.
+    pub(crate) fn new(user_id: &str, status: RecipientStatus, job: Option<JobState>) -> Self {
+        RecipientEntry {
+            user_id: user_id.to_string(),
+            status,
+            channel: None,
+            attempts: Vec::new(),
+            read_at: None,
+            acked_at: None,
+            job,
+            lease_until: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -351,12 +373,6 @@ impl NatsStore {
         .map(|(v, _)| v))
     }
 
-    async fn record(&self, id: &str) -> StoreResult<Option<MessageRecord>> {
-        Ok(get_json_confirmed(&self.engine.buckets.messages, id)
-            .await?
-            .map(|(v, _)| v))
-    }
-
     async fn claimed(&self, key: &str, hash: &str) -> StoreResult<Option<AcceptOutcome>> {
         Ok(
             get_json::<IdempotencyEntry>(&self.engine.buckets.idempotency, &idempotency_key(key))
@@ -466,6 +482,23 @@ impl Store for NatsStore {
         }
         // The record is readable (GET shows it pending) as soon as the answer is 202.
         create_json(&self.engine.buckets.messages, &record.id, record).await?;
+        // A cancel right after the 202 must find the message by its key.
+        if let Some(key) = &record.cancel_key {
+            let entry = (record.id.clone(), record.recipients.len() as u32);
+            modify::<Vec<(String, u32)>, ()>(
+                &self.engine.buckets.cancel_keys,
+                &idempotency_key(key),
+                |list| {
+                    let mut list = list.unwrap_or_default();
+                    if list.contains(&entry) {
+                        return Ok((None, ()));
+                    }
+                    list.push(entry.clone());
+                    Ok((Some(list), ()))
+                },
+            )
+            .await?;
+        }
         let msg_id = match &claim {
             Some(c) => format!("idem.{}", idempotency_key(&c.key)),
             None => format!("msg.{}", record.id),
@@ -522,11 +555,17 @@ impl Store for NatsStore {
                     e.attempts.push(a.clone());
                 }
                 match &next {
-                    JobNext::Continue(state) => e.job = Some(state.clone()),
+                    JobNext::Continue(state) => {
+                        e.job = Some(state.clone());
+                        if e.status == RecipientStatus::Scheduled {
+                            e.status = RecipientStatus::Pending;
+                        }
+                    }
                     JobNext::Finish { status, channel } => {
                         e.status = *status;
                         e.channel = *channel;
                         e.job = None;
+                        e.lease_until = None;
                     }
                 }
                 Ok((Some(e.clone()), e))
@@ -584,29 +623,102 @@ impl Store for NatsStore {
         }))
     }
 
-    async fn mark_read(&self, id: &str, user_id: &str, at: i64) -> StoreResult<()> {
+    async fn record(&self, id: &str) -> StoreResult<Option<MessageRecord>> {
+        Ok(get_json_confirmed(&self.engine.buckets.messages, id)
+            .await?
+            .map(|(v, _)| v))
+    }
+
+    async fn mark_receipt(
+        &self,
+        id: &str,
+        user_id: &str,
+        kind: Receipt,
+        at: i64,
+    ) -> StoreResult<Vec<u32>> {
         let Some(record) = self.record(id).await? else {
-            return Ok(());
+            return Ok(Vec::new());
         };
+        let mut mine = Vec::new();
         for (idx, r) in record.recipients.iter().enumerate() {
             if r.user_id != user_id {
                 continue;
             }
             let key = recipient_key(id, idx as u32);
-            modify::<RecipientEntry, ()>(
-                &self.engine.buckets.recipients,
-                &key,
-                |entry| match entry {
-                    Some(mut e) if e.read_at.is_none() => {
-                        e.read_at = Some(at);
-                        Ok((Some(e), ()))
+            let first =
+                modify::<RecipientEntry, bool>(&self.engine.buckets.recipients, &key, |entry| {
+                    let Some(mut e) = entry else {
+                        return Ok((None, false));
+                    };
+                    let slot = match kind {
+                        Receipt::Read => &mut e.read_at,
+                        Receipt::Ack => &mut e.acked_at,
+                    };
+                    if slot.is_some() {
+                        return Ok((None, false));
                     }
-                    _ => Ok((None, ())),
-                },
-            )
-            .await?;
+                    *slot = Some(at);
+                    Ok((Some(e), true))
+                })
+                .await?;
+            if first {
+                mine.push(idx as u32);
+            }
         }
-        Ok(())
+        Ok(mine)
+    }
+
+    async fn receipts(&self, id: &str, idx: u32) -> StoreResult<(Option<i64>, Option<i64>)> {
+        Ok(self
+            .recipient(id, idx)
+            .await?
+            .map_or((None, None), |e| (e.read_at, e.acked_at)))
+    }
+
+    async fn stop(&self, id: &str, idx: u32, stop: Stop, at: i64) -> StoreResult<bool> {
+        let user_id = match self.record(id).await? {
+            Some(r) => r.recipients.get(idx as usize).map(|r| r.user_id.clone()),
+            None => None,
+        };
+        let Some(user_id) = user_id else {
+            return Ok(false);
+        };
+        modify::<RecipientEntry, bool>(
+            &self.engine.buckets.recipients,
+            &recipient_key(id, idx),
+            |entry| match entry {
+                // Accepted, not yet taken in by a dispatcher: canceled before it starts
+                // (the ingest then finds the recipient final).
+                None if stop == Stop::Cancel => Ok((
+                    Some(RecipientEntry::new(&user_id, stop.status(), None)),
+                    true,
+                )),
+                None => Ok((None, false)),
+                Some(mut e) => {
+                    let running = e.lease_until.is_some_and(|until| until > at);
+                    match &e.job {
+                        Some(state) if !running && stop.applies(state) => {
+                            e.status = stop.status();
+                            e.job = None;
+                            e.lease_until = None;
+                            Ok((Some(e), true))
+                        }
+                        _ => Ok((None, false)),
+                    }
+                }
+            },
+        )
+        .await
+    }
+
+    async fn cancel_group(&self, cancel_key: &str) -> StoreResult<Vec<(String, u32)>> {
+        Ok(get_json_latest::<Vec<(String, u32)>>(
+            &self.engine.buckets.cancel_keys,
+            &idempotency_key(cancel_key),
+        )
+        .await?
+        .map(|(list, _)| list)
+        .unwrap_or_default())
     }
 
     async fn put_user(&self, id: &str, profile: &UserProfile) -> StoreResult<()> {

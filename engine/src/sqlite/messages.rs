@@ -13,7 +13,7 @@ use rusqlite::{OptionalExtension, Row, params};
 use super::{SqliteStore, channel_of, corrupt, status_of};
 use crate::store::{
     AcceptOutcome, AttemptRecord, IdempotencyClaim, JobNext, JobState, MessageRecord,
-    PendingMessage, Store, StoreError, StoreResult,
+    PendingMessage, Phase, Receipt, Stop, Store, StoreError, StoreResult,
 };
 
 /// The columns of `attempts` that make an [`AttemptRecord`], in this order.
@@ -40,17 +40,33 @@ fn attempt_of(r: &Row<'_>, from: usize) -> rusqlite::Result<AttemptRecord> {
 struct JobExt {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     done_devices: Vec<String>,
+    #[serde(default, skip_serializing_if = "Phase::is_deliver")]
+    phase: Phase,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    cap_taken: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    tried: bool,
 }
 
 impl JobExt {
     fn of(state: &JobState) -> Option<String> {
         let ext = JobExt {
             done_devices: state.done_devices.clone(),
+            phase: state.phase.clone(),
+            cap_taken: state.cap_taken,
+            tried: state.tried,
         };
-        if ext.done_devices.is_empty() {
+        if ext.done_devices.is_empty() && ext.phase.is_deliver() && !ext.cap_taken && !ext.tried {
             return None;
         }
         serde_json::to_string(&ext).ok()
+    }
+
+    fn parse(json: Option<String>) -> rusqlite::Result<JobExt> {
+        match json {
+            Some(json) => serde_json::from_str(&json).map_err(corrupt),
+            None => Ok(JobExt::default()),
+        }
     }
 }
 
@@ -65,6 +81,8 @@ impl Store for SqliteStore {
         let id = record.id.clone();
         let created_at = record.created_at;
         let priority = record.priority;
+        let (status, due) = (record.first_status(), record.first_due());
+        let cancel_key = record.cancel_key.clone();
         let users: Vec<String> = record
             .recipients
             .iter()
@@ -112,15 +130,21 @@ impl Store for SqliteStore {
             .execute(params![id, created_at, priority.as_str(), json])?;
             let mut recipient = c.prepare_cached(
                 "INSERT INTO recipients (message_id, idx, user_id, status, updated_at)
-                 VALUES (?1, ?2, ?3, 'pending', ?4)",
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
             let mut job = c.prepare_cached(
                 "INSERT INTO jobs (message_id, idx, channel_idx, channel_attempt, due_at)
                  VALUES (?1, ?2, 0, 0, ?3)",
             )?;
             for (idx, user) in users.iter().enumerate() {
-                recipient.execute(params![id, idx as i64, user, created_at])?;
-                job.execute(params![id, idx as i64, created_at])?;
+                recipient.execute(params![id, idx as i64, user, status.as_str(), created_at])?;
+                job.execute(params![id, idx as i64, due])?;
+            }
+            if let Some(key) = &cancel_key {
+                c.prepare_cached(
+                    "INSERT INTO cancel_keys (key, message_id, recipients) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![key, id, users.len() as i64])?;
             }
             Ok(AcceptOutcome::Created)
         })
@@ -172,6 +196,12 @@ impl Store for SqliteStore {
                         s.best.map(|b| b.1.as_str()),
                         JobExt::of(s),
                     ])?;
+                    // A scheduled recipient's first step: it is under way.
+                    c.prepare_cached(
+                        "UPDATE recipients SET status = 'pending'
+                         WHERE message_id = ?1 AND idx = ?2 AND status = 'scheduled'",
+                    )?
+                    .execute(params![message_id, idx])?;
                 }
                 JobNext::Finish { status, channel } => {
                     c.prepare_cached("DELETE FROM jobs WHERE message_id = ?1 AND idx = ?2")?
@@ -213,10 +243,7 @@ impl Store for SqliteStore {
                     (Some(s), Some(ch)) => Some((status_of(&s)?, channel_of(&ch)?)),
                     _ => None,
                 };
-                let ext: JobExt = match r.get::<_, Option<String>>(8)? {
-                    Some(json) => serde_json::from_str(&json).map_err(corrupt)?,
-                    None => JobExt::default(),
-                };
+                let ext = JobExt::parse(r.get(8)?)?;
                 let job = JobState {
                     idx: r.get(1)?,
                     channel_idx: r.get(2)?,
@@ -224,6 +251,9 @@ impl Store for SqliteStore {
                     due_at: r.get(4)?,
                     best,
                     done_devices: ext.done_devices,
+                    phase: ext.phase,
+                    cap_taken: ext.cap_taken,
+                    tried: ext.tried,
                 };
                 match out.last_mut() {
                     Some(p) if p.record.id == message_id => p.jobs.push(job),
@@ -295,15 +325,99 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn mark_read(&self, id: &str, user_id: &str, at: i64) -> StoreResult<()> {
+    async fn record(&self, id: &str) -> StoreResult<Option<MessageRecord>> {
+        let id = id.to_string();
+        self.read(move |c| {
+            let json = c
+                .prepare_cached("SELECT record FROM messages WHERE id = ?1")?
+                .query_row([&id], |r| r.get::<_, String>(0))
+                .optional()?;
+            json.map(|j| serde_json::from_str(&j).map_err(corrupt))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn mark_receipt(
+        &self,
+        id: &str,
+        user_id: &str,
+        kind: Receipt,
+        at: i64,
+    ) -> StoreResult<Vec<u32>> {
         let (id, user_id) = (id.to_string(), user_id.to_string());
-        self.write(move |c| {
-            c.prepare_cached(
+        let sql = match kind {
+            Receipt::Read => {
                 "UPDATE recipients SET read_at = ?3
-                 WHERE message_id = ?1 AND user_id = ?2 AND read_at IS NULL",
+                 WHERE message_id = ?1 AND user_id = ?2 AND read_at IS NULL RETURNING idx"
+            }
+            Receipt::Ack => {
+                "UPDATE recipients SET acked_at = ?3
+                 WHERE message_id = ?1 AND user_id = ?2 AND acked_at IS NULL RETURNING idx"
+            }
+        };
+        self.write(move |c| {
+            let mut stmt = c.prepare_cached(sql)?;
+            let rows = stmt.query_map(params![id, user_id, at], |r| r.get::<_, u32>(0))?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn receipts(&self, id: &str, idx: u32) -> StoreResult<(Option<i64>, Option<i64>)> {
+        let id = id.to_string();
+        self.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT read_at, acked_at FROM recipients WHERE message_id = ?1 AND idx = ?2",
             )?
-            .execute(params![id, user_id, at])?;
-            Ok(())
+            .query_row(params![id, idx], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?
+            .unwrap_or((None, None)))
+        })
+        .await
+    }
+
+    async fn stop(&self, id: &str, idx: u32, stop: Stop, at: i64) -> StoreResult<bool> {
+        let id = id.to_string();
+        let index = self.job_index();
+        self.write(move |c| {
+            index.try_stop(&id, idx, || {
+                let ext: Option<Option<String>> = c
+                    .prepare_cached("SELECT ext FROM jobs WHERE message_id = ?1 AND idx = ?2")?
+                    .query_row(params![id, idx], |r| r.get(0))
+                    .optional()?;
+                let Some(ext) = ext else {
+                    return Ok(false); // final already
+                };
+                let phase = JobExt::parse(ext)?.phase;
+                let state = JobState {
+                    phase,
+                    ..JobState::start(idx, 0)
+                };
+                if !stop.applies(&state) {
+                    return Ok(false);
+                }
+                c.prepare_cached("DELETE FROM jobs WHERE message_id = ?1 AND idx = ?2")?
+                    .execute(params![id, idx])?;
+                c.prepare_cached(
+                    "UPDATE recipients SET status = ?3, updated_at = ?4
+                     WHERE message_id = ?1 AND idx = ?2",
+                )?
+                .execute(params![id, idx, stop.status().as_str(), at])?;
+                Ok(true)
+            })
+        })
+        .await
+    }
+
+    async fn cancel_group(&self, cancel_key: &str) -> StoreResult<Vec<(String, u32)>> {
+        let key = cancel_key.to_string();
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT message_id, recipients FROM cancel_keys WHERE key = ?1 ORDER BY message_id",
+            )?;
+            let rows = stmt.query_map([&key], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
         })
         .await
     }

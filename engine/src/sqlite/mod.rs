@@ -13,6 +13,7 @@ mod devices;
 mod history;
 mod messages;
 mod slots;
+mod templates;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -65,6 +66,9 @@ pub struct SqliteStore {
     /// blocking pool and opening connections (both of which cost memory that stays).
     readers: std::sync::mpsc::Sender<ReadJob>,
     options: SqliteOptions,
+    /// Where the embedded queue's jobs are (waiting, running, stopped): shared with the
+    /// `LocalQueue`, so a stop is decided under the same lock as a job's start.
+    index: Arc<crate::jobs::JobIndex>,
 }
 
 pub(super) fn backend(e: rusqlite::Error) -> StoreError {
@@ -155,11 +159,31 @@ CREATE TABLE IF NOT EXISTS topic_history (
 /// Schema changes after the first version, in order: `MIGRATIONS[i]` takes a database at
 /// `user_version` i + 1 to i + 2. A new database gets the first schema, then every step.
 const MIGRATIONS: &[&str] = &[
-    // 2: attempts name their provider and each device's result; jobs carry extra state.
+    // 2: attempts name their provider and each device's result; jobs carry extra state;
+    // acks are recorded; cancel keys and templates.
     r#"
 ALTER TABLE attempts ADD COLUMN provider TEXT;
 ALTER TABLE attempts ADD COLUMN devices TEXT;
 ALTER TABLE jobs ADD COLUMN ext TEXT;
+ALTER TABLE recipients ADD COLUMN acked_at INTEGER;
+CREATE TABLE IF NOT EXISTS cancel_keys (
+    key TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    recipients INTEGER NOT NULL,
+    PRIMARY KEY (key, message_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS templates (
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    spec TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (name, version)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS template_heads (
+    name TEXT PRIMARY KEY,
+    latest INTEGER NOT NULL,
+    deleted INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS devices (
     user_id TEXT NOT NULL,
     device_id TEXT NOT NULL,
@@ -210,6 +234,11 @@ fn open_connection(path: &Path, options: &SqliteOptions) -> rusqlite::Result<Con
 }
 
 impl SqliteStore {
+    /// The index a `LocalQueue` over this store must share (see [`crate::jobs::JobIndex`]).
+    pub fn job_index(&self) -> Arc<crate::jobs::JobIndex> {
+        Arc::clone(&self.index)
+    }
+
     /// Opens (creating if needed) `dir/herald.db` and starts the writer thread.
     pub fn open(dir: &Path, options: SqliteOptions) -> StoreResult<SqliteStore> {
         std::fs::create_dir_all(dir).map_err(|e| {
@@ -240,6 +269,7 @@ impl SqliteStore {
             writer: tx,
             readers,
             options,
+            index: Arc::default(),
         })
     }
 

@@ -10,8 +10,8 @@ use herald_common::api::{
 };
 use herald_common::protocol::MessageContent;
 use herald_engine::store::{
-    AcceptOutcome, AttemptRecord, IdempotencyClaim, JobNext, JobState, MessageRecord,
-    RecipientRecord,
+    AcceptOutcome, AttemptRecord, IdempotencyClaim, JobNext, JobState, MessageRecord, Phase,
+    Receipt, RecipientRecord, Stop, Templates,
 };
 use herald_engine::{Bus, Devices, History, RequestError, SlotTaken, Slots, Store};
 use tokio::sync::mpsc;
@@ -32,6 +32,12 @@ pub fn record(id: &str, users: &[&str]) -> MessageRecord {
         sms: None,
         push: None,
         chat: None,
+        template: None,
+        locale: None,
+        category: None,
+        send_at: None,
+        cancel_key: None,
+        escalate: None,
         recipients: users
             .iter()
             .map(|u| RecipientRecord {
@@ -355,7 +361,26 @@ pub async fn store_contract(store: &dyn Store, recovers: bool) {
         ("bob", RecipientStatus::Failed)
     );
     assert_eq!(mine[0].title.as_deref(), Some("t"));
-    store.mark_read(&id, "alice", now + 10).await.unwrap();
+    assert_eq!(
+        store
+            .mark_receipt(&id, "alice", Receipt::Read, now + 10)
+            .await
+            .unwrap(),
+        vec![0],
+        "the first read of alice's recipient"
+    );
+    assert!(
+        store
+            .mark_receipt(&id, "alice", Receipt::Read, now + 20)
+            .await
+            .unwrap()
+            .is_empty(),
+        "the first read wins"
+    );
+    assert_eq!(
+        store.receipts(&id, 0).await.unwrap(),
+        (Some(now + 10), None)
+    );
 
     let view = store.message(&id).await.unwrap().unwrap();
     let alice = &view.recipients[0];
@@ -621,4 +646,165 @@ pub async fn slots_contract(store: &(dyn Slots + Sync)) {
         results.iter().filter(|r| **r == SlotTaken::Granted).count(),
         5
     );
+}
+
+/// Stops from outside (SPEC §9–10): a cancel ends any recipient not yet final as
+/// `canceled`, once; a satisfied escalation ends only a recipient waiting for one; the
+/// cancel key finds every message accepted with it.
+pub async fn stops_contract(store: &dyn Store) {
+    let unique = ulid::Ulid::generate().to_string();
+    let key = format!("ck-{unique}");
+    let mut ids = Vec::new();
+    for n in 0..2 {
+        let mut rec = record(&format!("s{n}-{unique}"), &["ann", "bob"]);
+        rec.cancel_key = Some(key.clone());
+        rec.send_at = Some(rec.created_at + 3_600_000);
+        assert_eq!(
+            store.accept(&rec, None).await.unwrap(),
+            AcceptOutcome::Created
+        );
+        ids.push(rec.id);
+    }
+    let group = wait_for(
+        || async { store.cancel_group(&key).await.unwrap() },
+        |g| g.len() == 2,
+    )
+    .await;
+    assert_eq!(group, vec![(ids[0].clone(), 2), (ids[1].clone(), 2)]);
+    let view = wait_for(
+        || async { store.message(&ids[0]).await.unwrap() },
+        |v| v.is_some(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        view.recipients
+            .iter()
+            .all(|r| r.status == RecipientStatus::Scheduled),
+        "{view:?}"
+    );
+    let now = herald_common::time::now_ms();
+    let id = &ids[0];
+    // Wait for the recipient states (the cluster engine writes them from its ingest).
+    wait_for(
+        || async {
+            store.receipts(id, 1).await.is_ok() && store.record(id).await.unwrap().is_some()
+        },
+        |ok| *ok,
+    )
+    .await;
+    // bob waits for a read after an in-app delivery.
+    let awaiting = JobState {
+        phase: Phase::Awaiting {
+            until: now + 600_000,
+        },
+        due_at: now + 600_000,
+        ..JobState::start(1, now)
+    };
+    first_advance(store, id, 1, None, JobNext::Continue(awaiting)).await;
+    assert!(
+        !store.stop(id, 0, Stop::Satisfied, now).await.unwrap(),
+        "ann waits for no read"
+    );
+    assert!(store.stop(id, 0, Stop::Cancel, now).await.unwrap());
+    assert!(!store.stop(id, 0, Stop::Cancel, now).await.unwrap(), "once");
+    assert!(store.stop(id, 1, Stop::Satisfied, now).await.unwrap());
+    assert!(
+        !store.stop(id, 1, Stop::Cancel, now).await.unwrap(),
+        "final already"
+    );
+    let view = store.message(id).await.unwrap().unwrap();
+    let statuses: Vec<_> = view.recipients.iter().map(|r| r.status).collect();
+    assert_eq!(
+        statuses,
+        vec![RecipientStatus::Canceled, RecipientStatus::Delivered]
+    );
+    assert_eq!(
+        store.record(id).await.unwrap().map(|r| r.cancel_key),
+        Some(Some(key.clone()))
+    );
+    assert!(store.record("no-such-message").await.unwrap().is_none());
+}
+
+/// Templates: every put is a new version; a delete hides the name but keeps its versions
+/// (messages accepted earlier still render), and a put after it goes on counting.
+pub async fn templates_contract(store: &dyn Templates) {
+    let unique = ulid::Ulid::generate().to_string();
+    let name = format!("t-{unique}");
+    let spec = |title: &str| -> herald_common::api::TemplateSpec {
+        serde_json::from_value(serde_json::json!({
+            "default_locale": "en",
+            "locales": {"en": {"title": title}, "zh-CN": {"title": "你好 {{ name }}"}}
+        }))
+        .unwrap()
+    };
+    assert!(store.template(&name, None).await.unwrap().is_none());
+    assert_eq!(
+        store
+            .put_template(&name, &spec("v1 {{ name }}"), 1)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .put_template(&name, &spec("v2 {{ name }}"), 2)
+            .await
+            .unwrap(),
+        2
+    );
+    let latest = store.template(&name, None).await.unwrap().unwrap();
+    assert_eq!(
+        (latest.version, latest.spec.clone()),
+        (2, spec("v2 {{ name }}"))
+    );
+    let first = store.template(&name, Some(1)).await.unwrap().unwrap();
+    assert_eq!(first.spec, spec("v1 {{ name }}"));
+    assert!(
+        store
+            .templates()
+            .await
+            .unwrap()
+            .contains(&(name.clone(), 2))
+    );
+    assert!(store.delete_template(&name).await.unwrap());
+    assert!(!store.delete_template(&name).await.unwrap());
+    assert!(store.template(&name, None).await.unwrap().is_none());
+    assert!(
+        !store
+            .templates()
+            .await
+            .unwrap()
+            .iter()
+            .any(|(n, _)| n == &name)
+    );
+    assert!(
+        store.template(&name, Some(1)).await.unwrap().is_some(),
+        "versions outlive a delete"
+    );
+    assert_eq!(store.put_template(&name, &spec("v3"), 3).await.unwrap(), 3);
+    assert_eq!(
+        store
+            .template(&name, None)
+            .await
+            .unwrap()
+            .map(|t| t.version),
+        Some(3)
+    );
+}
+
+/// Polls `get` until `done` holds (at most 10 s).
+async fn wait_for<T, F, Fut>(get: F, done: impl Fn(&T) -> bool) -> T
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = get().await;
+        if done(&v) || std::time::Instant::now() > deadline {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
