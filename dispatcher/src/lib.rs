@@ -141,7 +141,11 @@ pub fn channels_from(
         config.smtp_timeout,
         config.circuit,
         registry,
-    )?;
+    )?
+    .with_unsubscribe(
+        stages::unsubscribe::Unsubscribe::from_config(config),
+        &config.critical_categories,
+    );
     let sms = SmsChannel::new(
         &config.sms,
         config.outbox_dir(),
@@ -280,6 +284,7 @@ impl Dispatcher {
             verifier: herald_common::auth::TokenVerifier::from_config(config)
                 .map_err(StartError::Client)?,
             cors_origins: config.cors_origins.clone(),
+            unsubscribe: stages::unsubscribe::Unsubscribe::from_config(config),
             bus: Arc::clone(&engine.bus),
             subjects: subjects.clone(),
             limiter: herald_common::ratelimit::KeyedLimiter::new(config.api_rate_limit),

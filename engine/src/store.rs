@@ -275,6 +275,14 @@ impl Stop {
         }
     }
 
+    /// The channel the recipient ends on (a satisfied wait: the in-app delivery).
+    pub fn channel(self) -> Option<ChannelKind> {
+        match self {
+            Stop::Cancel => None,
+            Stop::Satisfied => Some(ChannelKind::InApp),
+        }
+    }
+
     /// Whether a job in `state` may be stopped this way.
     pub fn applies(self, state: &JobState) -> bool {
         match self {

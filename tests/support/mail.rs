@@ -20,6 +20,44 @@ impl Mail {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The decoded text of the first part whose content type starts with `mime`
+    /// (`text/plain`, `text/html`), looking inside multipart bodies.
+    pub fn part(&self, mime: &str) -> Option<String> {
+        let content_type = self.header("Content-Type").unwrap_or("text/plain");
+        if let Some(boundary) = boundary_of(content_type) {
+            let marker = format!("--{boundary}");
+            for chunk in self.body.split(&marker).skip(1) {
+                let chunk = chunk.trim_start_matches(['\r', '\n']);
+                if chunk.starts_with("--") {
+                    break;
+                }
+                if let Some(found) = Mail::parse(chunk).part(mime) {
+                    return Some(found);
+                }
+            }
+            return None;
+        }
+        if !content_type.to_ascii_lowercase().starts_with(mime) {
+            return None;
+        }
+        let encoding = self
+            .header("Content-Transfer-Encoding")
+            .unwrap_or("7bit")
+            .to_ascii_lowercase();
+        let bytes = match encoding.as_str() {
+            "base64" => {
+                use base64::Engine as _;
+                let compact: String = self.body.split_whitespace().collect();
+                base64::engine::general_purpose::STANDARD
+                    .decode(compact)
+                    .expect("base64 part")
+            }
+            "quoted-printable" => decode_qp(&self.body),
+            _ => self.body.clone().into_bytes(),
+        };
+        Some(String::from_utf8_lossy(&bytes).trim_end().to_string())
+    }
+
     fn parse(raw: &str) -> Mail {
         let raw = raw.replace("\r\n", "\n");
         let (head, body) = raw.split_once("\n\n").unwrap_or((&raw, ""));
@@ -39,6 +77,40 @@ impl Mail {
             body: body.to_string(),
         }
     }
+}
+
+fn boundary_of(content_type: &str) -> Option<String> {
+    if !content_type.to_ascii_lowercase().starts_with("multipart/") {
+        return None;
+    }
+    let at = content_type.find("boundary=")? + "boundary=".len();
+    let rest = &content_type[at..];
+    let value = rest.split(';').next()?.trim().trim_matches('"');
+    Some(value.to_string())
+}
+
+fn decode_qp(text: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'=' if bytes.get(i + 1) == Some(&b'\n') => i += 2,
+            b'=' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(b) => out.push(b),
+                    Err(_) => out.extend_from_slice(&bytes[i..i + 3]),
+                }
+                i += 3;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 pub struct Smtp {

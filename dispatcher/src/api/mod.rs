@@ -9,6 +9,7 @@ mod devices;
 mod messages;
 mod operations;
 mod templates;
+mod unsubscribe;
 mod users;
 
 use std::sync::Arc;
@@ -71,6 +72,8 @@ pub struct ApiState {
     pub verifier: Option<TokenVerifier>,
     /// Browser origins allowed to call `/v1/me/…` (`*`: any).
     pub cors_origins: Vec<String>,
+    /// Checks unsubscribe links (when a public URL is configured).
+    pub unsubscribe: Option<crate::stages::unsubscribe::Unsubscribe>,
 }
 
 pub(crate) type St = State<Arc<ApiState>>;
@@ -127,6 +130,14 @@ pub fn router(state: Arc<ApiState>) -> Router {
         )
         .merge(crate::console::router())
         .merge(me_router(Arc::clone(&state)))
+        .merge(
+            Router::new()
+                .route(
+                    "/v1/unsubscribe/{token}",
+                    get(unsubscribe::unsubscribe_page).post(unsubscribe::unsubscribe),
+                )
+                .with_state(Arc::clone(&state)),
+        )
         .merge(v1_router(state))
 }
 

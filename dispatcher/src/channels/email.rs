@@ -10,8 +10,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use herald_common::api::{ChannelKind, Outcome};
-use lettre::message::header::ContentType;
+use lettre::message::header::{ContentType, Header, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
+
+use crate::stages::templates::text_of_html;
+use crate::stages::unsubscribe::Unsubscribe;
 use lettre::transport::smtp::PoolConfig;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
@@ -31,6 +34,45 @@ pub struct Relay {
 
 pub struct Email {
     providers: Providers<Relay>,
+    /// Links for mail of non-critical categories (when a public URL is configured).
+    unsubscribe: Option<Unsubscribe>,
+    critical: Vec<String>,
+}
+
+/// `List-Unsubscribe: <https://…>` (RFC 2369).
+#[derive(Debug, Clone)]
+struct ListUnsubscribe(String);
+
+impl Header for ListUnsubscribe {
+    fn name() -> HeaderName {
+        HeaderName::new_from_ascii_str("List-Unsubscribe")
+    }
+
+    fn parse(s: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(ListUnsubscribe(s.to_string()))
+    }
+
+    fn display(&self) -> HeaderValue {
+        HeaderValue::new(Self::name(), self.0.clone())
+    }
+}
+
+/// `List-Unsubscribe-Post: List-Unsubscribe=One-Click` (RFC 8058).
+#[derive(Debug, Clone)]
+struct ListUnsubscribePost;
+
+impl Header for ListUnsubscribePost {
+    fn name() -> HeaderName {
+        HeaderName::new_from_ascii_str("List-Unsubscribe-Post")
+    }
+
+    fn parse(_: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(ListUnsubscribePost)
+    }
+
+    fn display(&self) -> HeaderValue {
+        HeaderValue::new(Self::name(), "List-Unsubscribe=One-Click".to_string())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,23 +105,36 @@ impl Relay {
         })
     }
 
-    fn build(&self, d: &Delivery<'_>, to: Mailbox) -> Result<Message, String> {
+    fn build(
+        &self,
+        d: &Delivery<'_>,
+        to: Mailbox,
+        unsubscribe: Option<&str>,
+    ) -> Result<Message, String> {
         let m = d.message;
         let custom = m.email.as_ref();
         let subject = custom
             .and_then(|e| e.subject.clone())
             .or_else(|| m.title.clone())
             .unwrap_or_else(|| "Notification".to_string());
+        // The text part: the message's own, else the HTML's text, else the body.
         let text = custom
             .and_then(|e| e.text.clone())
+            .or_else(|| custom.and_then(|e| e.html.as_deref()).map(text_of_html))
             .or_else(|| m.body.clone())
             .or_else(|| m.title.clone())
             .unwrap_or_default();
-        let builder = Message::builder()
+        let mut builder = Message::builder()
             .from(self.from.clone())
             .to(to)
             .subject(subject)
             .message_id(Some(format!("<{}@herald>", d.delivery_id())));
+        if let Some(link) = unsubscribe {
+            // RFC 8058 one-click: mail clients POST `List-Unsubscribe=One-Click` to it.
+            builder = builder
+                .header(ListUnsubscribe(format!("<{link}>")))
+                .header(ListUnsubscribePost);
+        }
         let built = match custom.and_then(|e| e.html.clone()) {
             Some(html) => builder.multipart(MultiPart::alternative_plain_html(text, html)),
             None => builder.header(ContentType::TEXT_PLAIN).body(text),
@@ -87,8 +142,8 @@ impl Relay {
         built.map_err(|e| e.to_string())
     }
 
-    async fn send(&self, d: &Delivery<'_>, to: &Mailbox) -> Verdict {
-        let message = match self.build(d, to.clone()) {
+    async fn send(&self, d: &Delivery<'_>, to: &Mailbox, unsubscribe: Option<&str>) -> Verdict {
+        let message = match self.build(d, to.clone(), unsubscribe) {
             Ok(m) => m,
             Err(e) => return Verdict::permanent(e),
         };
@@ -116,6 +171,13 @@ impl Relay {
 }
 
 impl Email {
+    /// Adds unsubscribe links to mail of categories not in `critical`.
+    pub fn with_unsubscribe(mut self, links: Option<Unsubscribe>, critical: &[String]) -> Self {
+        self.unsubscribe = links;
+        self.critical = critical.to_vec();
+        self
+    }
+
     /// Checks the relays' senders and URLs without building transports (which need a
     /// running runtime): for `herald check-config` and start-up.
     pub fn check(
@@ -164,6 +226,8 @@ impl Email {
         }
         Ok(Email {
             providers: Providers::new(ChannelKind::Email, list, circuit, registry),
+            unsubscribe: None,
+            critical: Vec::new(),
         })
     }
 }
@@ -204,7 +268,16 @@ impl Channel for Email {
                 );
             }
         };
-        let routed = self.providers.send(|relay| relay.send(d, &to)).await;
+        let link = match (&self.unsubscribe, d.message.category.as_deref()) {
+            (Some(u), Some(category)) if !self.critical.iter().any(|c| c == category) => {
+                Some(u.link(&d.recipient.user_id, category))
+            }
+            _ => None,
+        };
+        let routed = self
+            .providers
+            .send(|relay| relay.send(d, &to, link.as_deref()))
+            .await;
         AttemptResult::routed(routed)
     }
 }

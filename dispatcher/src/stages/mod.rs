@@ -6,3 +6,4 @@ pub mod escalation;
 pub mod preferences;
 pub mod quiet_hours;
 pub mod templates;
+pub mod unsubscribe;

@@ -699,6 +699,7 @@ impl Store for NatsStore {
                     match &e.job {
                         Some(state) if !running && stop.applies(state) => {
                             e.status = stop.status();
+                            e.channel = stop.channel().or(e.channel);
                             e.job = None;
                             e.lease_until = None;
                             Ok((Some(e), true))

@@ -400,10 +400,16 @@ impl Store for SqliteStore {
                 c.prepare_cached("DELETE FROM jobs WHERE message_id = ?1 AND idx = ?2")?
                     .execute(params![id, idx])?;
                 c.prepare_cached(
-                    "UPDATE recipients SET status = ?3, updated_at = ?4
-                     WHERE message_id = ?1 AND idx = ?2",
+                    "UPDATE recipients SET status = ?3, updated_at = ?4,
+                     channel = COALESCE(?5, channel) WHERE message_id = ?1 AND idx = ?2",
                 )?
-                .execute(params![id, idx, stop.status().as_str(), at])?;
+                .execute(params![
+                    id,
+                    idx,
+                    stop.status().as_str(),
+                    at,
+                    stop.channel().map(|c| c.as_str())
+                ])?;
                 Ok(true)
             })
         })
