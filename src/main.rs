@@ -23,7 +23,7 @@ const EXIT_CONFIG: u8 = 64;
 )]
 struct Cli {
     /// A TOML file with settings (keys are the variable names without HERALD_, lower-case).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, env = "HERALD_CONFIG")]
     config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,

@@ -388,6 +388,56 @@ async fn a_killed_dispatcher_leaves_its_work_to_the_other() {
     );
 }
 
+/// SPEC §9: a frequency cap counted by two dispatchers at once never lets both take the
+/// last slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_dispatchers_share_one_frequency_cap() {
+    let smtp = Smtp::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("herald.toml");
+    std::fs::write(&file, "[[caps]]\ncategory = \"promo\"\nper_user = 4\nwindow_s = 3600\n")
+        .unwrap();
+    let config = file.display().to_string();
+    let c = Cluster::start(
+        Nats::single(),
+        2,
+        0,
+        &[("HERALD_SMTP_URL", &smtp.url()), ("HERALD_CONFIG", &config)],
+    )
+    .ready()
+    .await;
+    c.api(0)
+        .put_user("gus", json!({"email": "gus@example.com"}))
+        .await;
+    // Twelve promos at once, half through each dispatcher.
+    let ids: Vec<String> = futures::future::join_all((0..12).map(|n| {
+        let api = c.api(n % 2);
+        async move {
+            api.send(json!({"to": ["gus"], "title": format!("Deal {n}"), "category": "promo",
+                            "channels": ["email"]}))
+                .await
+        }
+    }))
+    .await;
+    let mut sent = 0;
+    for id in &ids {
+        let m = c.api(0).wait_final(id, WAIT).await;
+        match m["recipients"][0]["status"].as_str() {
+            Some("sent") => sent += 1,
+            Some("skipped") => assert!(
+                m["recipients"][0]["attempts"][0]["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.starts_with("frequency cap")),
+                "{m}"
+            ),
+            other => panic!("{other:?}: {m}"),
+        }
+    }
+    assert_eq!(sent, 4, "exactly the cap");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(smtp.mails().len(), 4);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_three_node_nats_cluster_survives_losing_a_node() {
     let smtp = Smtp::start();

@@ -81,6 +81,26 @@ try {
   // Provider health: each channel's providers with their circuit.
   await sender.waitForSelector('#providers tr[data-provider="smtp"] .status.closed', { timeout: 10000 });
   await sender.screenshot({ path: join(shots, "console-overview.png"), fullPage: true });
+
+  // The template editor: a live preview in the chosen locale as the template is typed,
+  // a syntax error shown with its line, then saved as version 1.
+  await sender.click("#tab-templates");
+  await sender.fill("#tpl-name", "welcome");
+  await sender.fill("#tpl-vars", JSON.stringify({ name: "Ada" }));
+  await sender.fill("#tpl-locale", "zh-CN");
+  await sender.fill("#tpl-spec", JSON.stringify({ default_locale: "en", locales: { en: { title: "Hello {{ name }}" }, zh: { title: "你好 {{ name }}", sms: { text: "你好 {{ name }}" } } } }));
+  await sender.waitForSelector('#tpl-preview [data-part="title"]:has-text("你好 Ada")', { timeout: 10000 });
+  await sender.waitForSelector('[data-role=sms-length]:has-text("ucs2")', { timeout: 10000 });
+  await sender.fill("#tpl-spec", JSON.stringify({ default_locale: "en", locales: { en: { title: "Hello {{ name " } } }));
+  await sender.waitForSelector('#tpl-error:has-text("line 1")', { timeout: 10000 });
+  if (await sender.$('#tpl-preview [data-part="title"]')) await fail("a broken template still shows a preview");
+  await sender.fill("#tpl-spec", JSON.stringify({ default_locale: "en", locales: { en: { title: "Hello {{ name }}" }, zh: { title: "你好 {{ name }}" } } }, null, 2));
+  await sender.waitForSelector('#tpl-preview [data-part="title"]:has-text("你好 Ada")', { timeout: 10000 });
+  if (await sender.$('#tpl-preview [data-part="sms.text"]')) await fail("the preview shows a part the template no longer has");
+  await sender.click("#tpl-save");
+  await sender.waitForSelector('#tpl-saved:has-text("version 1")', { timeout: 10000 });
+  await sender.waitForSelector('#tpl-list a[data-name="welcome"]', { timeout: 10000 });
+  await sender.screenshot({ path: join(shots, "console-templates.png"), fullPage: true });
   console.log(`OK ${id}`);
   await browser.close();
 } catch (e) {

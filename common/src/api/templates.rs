@@ -215,6 +215,10 @@ pub struct PreviewRequest {
     /// A version other than the latest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<u32>,
+    /// (Extension) Renders this unsaved template instead of a stored version: the
+    /// console's live preview while editing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draft: Option<TemplateSpec>,
 }
 
 /// An SMS text's length as a phone counts it.

@@ -147,16 +147,24 @@ pub(super) async fn preview_template(
     if let Some(tz) = &req.timezone {
         validate_timezone(tz).map_err(|e| ApiError::invalid(format!("timezone: {e}")))?;
     }
-    let Some(compiled) = state
-        .pipeline
-        .compiled(&name, req.version)
-        .await
-        .map_err(render_error)?
-    else {
-        return Err(ApiError::not_found(match req.version {
-            Some(v) => format!("template '{name}' has no version {v}"),
-            None => format!("no template named '{name}'"),
-        }));
+    let compiled = match &req.draft {
+        Some(draft) => {
+            draft.validate().map_err(ApiError::invalid)?;
+            let c = Compiled::compile(&name, 0, draft, true)
+                .map_err(|e| ApiError::invalid(e.to_string()))?;
+            std::sync::Arc::new(c)
+        }
+        None => state
+            .pipeline
+            .compiled(&name, req.version)
+            .await
+            .map_err(render_error)?
+            .ok_or_else(|| {
+                ApiError::not_found(match req.version {
+                    Some(v) => format!("template '{name}' has no version {v}"),
+                    None => format!("no template named '{name}'"),
+                })
+            })?,
     };
     let vars = req.vars.unwrap_or_default();
     let missing = compiled.missing(&vars);
