@@ -395,8 +395,11 @@ async fn two_dispatchers_share_one_frequency_cap() {
     let smtp = Smtp::start();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("herald.toml");
-    std::fs::write(&file, "[[caps]]\ncategory = \"promo\"\nper_user = 4\nwindow_s = 3600\n")
-        .unwrap();
+    std::fs::write(
+        &file,
+        "[[caps]]\ncategory = \"promo\"\nper_user = 4\nwindow_s = 3600\n",
+    )
+    .unwrap();
     let config = file.display().to_string();
     let c = Cluster::start(
         Nats::single(),
@@ -413,9 +416,11 @@ async fn two_dispatchers_share_one_frequency_cap() {
     let ids: Vec<String> = futures::future::join_all((0..12).map(|n| {
         let api = c.api(n % 2);
         async move {
-            api.send(json!({"to": ["gus"], "title": format!("Deal {n}"), "category": "promo",
-                            "channels": ["email"]}))
-                .await
+            api.send(
+                json!({"to": ["gus"], "title": format!("Deal {n}"), "category": "promo",
+                            "channels": ["email"]}),
+            )
+            .await
         }
     }))
     .await;

@@ -105,6 +105,8 @@ pub(super) async fn cancel_message(
         (status = 401, description = "Missing or unknown API key", body = ErrorBody),
         (status = 429, description = "Rate limited", body = ErrorBody),
         (status = 503, description = "Storage unavailable; retry", body = ErrorBody),
+        (status = 413, description = "Body over 256 KiB", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
     ))]
 pub(super) async fn cancel_by_key(
     State(state): St,

@@ -37,6 +37,8 @@ fn render_error(e: Render) -> ApiError {
         (status = 401, description = "Missing or unknown API key", body = ErrorBody),
         (status = 429, description = "Rate limited", body = ErrorBody),
         (status = 503, description = "Storage unavailable; retry", body = ErrorBody),
+        (status = 413, description = "Body over 256 KiB", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
     ))]
 pub(super) async fn put_template(
     State(state): St,
@@ -134,6 +136,8 @@ pub(super) async fn list_templates(State(state): St) -> Result<Response, ApiErro
         (status = 401, description = "Missing or unknown API key", body = ErrorBody),
         (status = 429, description = "Rate limited", body = ErrorBody),
         (status = 503, description = "Storage unavailable; retry", body = ErrorBody),
+        (status = 413, description = "Body over 256 KiB", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
     ))]
 pub(super) async fn preview_template(
     State(state): St,
