@@ -7,6 +7,7 @@
 use std::net::TcpListener as StdListener;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -957,16 +958,44 @@ async fn targeted(opts: &Options) -> anyhow::Result<TargetedResult> {
 /// built with one `format!`): the generator shares the server's cores, so it must cost
 /// little per request.
 async fn ingest_http(base: &str, opts: &Options, engine: &str) -> anyhow::Result<IngestResult> {
-    let (concurrency, users) = (opts.ingest_concurrency, opts.ingest_users.max(1));
+    let plain: BodyOf = Arc::new(|user| {
+        format!(r#"{{"to":["offline{user}"],"title":"ingest","channels":["in_app"]}}"#)
+    });
+    ingest_with(
+        base,
+        opts.ingest_concurrency,
+        opts.ingest_users,
+        Duration::from_secs(opts.secs),
+        plain,
+        engine,
+    )
+    .await
+}
+
+/// The body of the request to user `n`.
+pub(crate) type BodyOf = Arc<dyn Fn(usize) -> String + Send + Sync>;
+
+/// Accepted messages per second over HTTP for `window`, with `concurrency` senders posting
+/// `body(user)` to users `0..users`.
+pub(crate) async fn ingest_with(
+    base: &str,
+    concurrency: usize,
+    users: usize,
+    window: Duration,
+    body: BodyOf,
+    engine: &str,
+) -> anyhow::Result<IngestResult> {
+    let users = users.max(1);
     let addr = base.trim_start_matches("http://").to_string();
-    let end = Instant::now() + Duration::from_secs(opts.secs);
+    let end = Instant::now() + window;
     let started = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..concurrency {
         let addr = addr.clone();
+        let body = Arc::clone(&body);
         tasks.push(tokio::spawn(async move {
             let mut ok = 0u64;
-            if let Err(e) = post_until(&addr, end, c, concurrency, users, &mut ok).await {
+            if let Err(e) = post_until(&addr, end, (c, concurrency, users), &*body, &mut ok).await {
                 progress(&format!("ingest sender {c}: {e:#}"));
             }
             ok
@@ -986,14 +1015,13 @@ async fn ingest_http(base: &str, opts: &Options, engine: &str) -> anyhow::Result
     })
 }
 
-/// One sender: POSTs to users `first`, `first + stride`, … (mod `users`) until `end`,
-/// counting the 202s in `ok`.
+/// One sender: POSTs `body_of(user)` to users `first`, `first + stride`, … (mod `users`)
+/// until `end`, counting the 202s in `ok`.
 async fn post_until(
     addr: &str,
     end: Instant,
-    first: usize,
-    stride: usize,
-    users: usize,
+    (first, stride, users): (usize, usize, usize),
+    body_of: &(dyn Fn(usize) -> String + Send + Sync),
     ok: &mut u64,
 ) -> anyhow::Result<()> {
     use http_body_util::{BodyExt, Full};
@@ -1006,10 +1034,7 @@ async fn post_until(
     let auth = format!("Bearer {API_KEY}");
     let mut n = first;
     while Instant::now() < end {
-        let body = format!(
-            r#"{{"to":["offline{}"],"title":"ingest","channels":["in_app"]}}"#,
-            n % users
-        );
+        let body = body_of(n % users);
         n += stride;
         let request = hyper::Request::post("/v1/messages")
             .header(HOST, addr)

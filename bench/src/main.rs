@@ -10,6 +10,7 @@
 //!   herald-bench ws-lib-server --lib …             the same broadcast server per WebSocket library
 
 mod controller;
+mod logic;
 mod procstat;
 mod proto;
 mod push;
@@ -41,6 +42,9 @@ enum Command {
     /// App-push throughput per engine against local FCM and APNs mocks, beside a naive
     /// client (writes push.json and push.md in `--out`).
     Push(push::Options),
+    /// What templates cost at ingest, and what deferred recipients hold (writes logic.json
+    /// and logic.md in `--out`).
+    Logic(logic::Options),
     /// The FCM and APNs mocks of `push` (spawned by it).
     PushMock {
         #[arg(long)]
@@ -96,7 +100,7 @@ fn main() -> anyhow::Result<()> {
         | Command::RawServer { .. }
         | Command::WsLibServer { .. }
         | Command::PushMock { .. } => 2,
-        Command::All(_) | Command::Report { .. } | Command::Push(_) => 2,
+        Command::All(_) | Command::Report { .. } | Command::Push(_) | Command::Logic(_) => 2,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
@@ -106,6 +110,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::All(opts) => controller::run_all(opts).await,
             Command::Push(opts) => push::run(opts).await,
+            Command::Logic(opts) => logic::run(opts).await,
             Command::PushMock { port } => push::run_mock(port).await,
             Command::Report { out } => {
                 let json = std::fs::read_to_string(out.join("results.json"))?;

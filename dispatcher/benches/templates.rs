@@ -45,6 +45,16 @@ fn bench(c: &mut Criterion) {
     c.bench_function("render a typical template (5 parts, en)", |b| {
         b.iter(|| black_box(compiled.render(black_box("en"), black_box(&vars), &to)))
     });
+    c.bench_function("render what an in-app delivery reads (title, body)", |b| {
+        b.iter(|| {
+            black_box(compiled.render_for(
+                black_box("en"),
+                black_box(&vars),
+                &to,
+                &[herald_common::api::ChannelKind::InApp],
+            ))
+        })
+    });
     c.bench_function("pick locale zh-Hant-TW with fallback", |b| {
         b.iter(|| black_box(compiled.pick_locale(black_box(&[Some("zh-Hant-TW"), None]))))
     });

@@ -107,6 +107,15 @@ impl MessageRecord {
         }
     }
 
+    /// Every channel the message may use: its own, then its escalation's.
+    pub fn all_channels(&self) -> Vec<ChannelKind> {
+        let mut all = self.channels.clone();
+        if let Some(e) = &self.escalate {
+            all.extend(e.channels.iter().filter(|c| !self.channels.contains(c)));
+        }
+        all
+    }
+
     /// What inboxes keep and clients see.
     pub fn content(&self) -> MessageContent {
         MessageContent {
@@ -565,6 +574,9 @@ pub trait Templates: Send + Sync + 'static {
         name: &str,
         version: Option<u32>,
     ) -> StoreResult<Option<TemplateRecord>>;
+    /// The latest version's number, without its body (`None`: no such template, or
+    /// deleted): what an accept asks, before it finds the compiled version in its cache.
+    async fn latest_template(&self, name: &str) -> StoreResult<Option<u32>>;
     /// Every template not deleted, with its latest version.
     async fn templates(&self) -> StoreResult<Vec<(String, u32)>>;
     /// `true` when there was one to delete.

@@ -130,16 +130,17 @@ impl Pipeline {
         let mut sample = None;
         if let Some(name) = &req.template {
             let vars = req.vars.clone().unwrap_or_default();
-            let (version, rendered) = self.check_template(name, &vars, &record).await?;
+            let (compiled, rendered) = self.check_template(name, &vars, &record).await?;
             record.template = Some(TemplateRef {
                 name: name.clone(),
-                version,
+                version: compiled.version,
                 vars,
             });
-            sample = Some(content::apply(&record, &rendered));
+            let content = Arc::new(content::apply(&record, &rendered));
+            sample = Some((compiled, rendered.locale, content));
         }
         if record.channels.contains(&ChannelKind::Push) {
-            let m = sample.as_ref().unwrap_or(&record);
+            let m = sample.as_ref().map_or(&record, |(_, _, c)| &**c);
             let data = m
                 .data
                 .as_ref()
@@ -155,6 +156,10 @@ impl Pipeline {
         }
         match self.store.accept(&record, claim).await? {
             AcceptOutcome::Created => {
+                if let Some((compiled, locale, content)) = &sample {
+                    let first = record.recipients.first().map_or("", |r| r.user_id.as_str());
+                    self.share_content(compiled, content, locale, first);
+                }
                 let n = record.recipients.len();
                 metrics::counter!("herald_messages_accepted_total", "priority" => record.priority.as_str())
                     .increment(1);
@@ -179,7 +184,7 @@ impl Pipeline {
         name: &str,
         vars: &serde_json::Map<String, serde_json::Value>,
         record: &MessageRecord,
-    ) -> Result<(u32, templates::Rendered), AcceptError> {
+    ) -> Result<(Arc<templates::Compiled>, templates::Rendered), AcceptError> {
         let compiled = match self.compiled(name, None).await {
             Ok(Some(c)) => c,
             Ok(None) => {
@@ -211,9 +216,9 @@ impl Pipeline {
             timezone: &self.policy.timezone,
         };
         let rendered = compiled
-            .render(&locale, vars, &to)
+            .render_for(&locale, vars, &to, &record.all_channels())
             .map_err(|e| AcceptError::Invalid(format!("template '{name}': {e}")))?;
-        Ok((compiled.version, rendered))
+        Ok((compiled, rendered))
     }
 }
 

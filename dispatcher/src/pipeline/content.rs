@@ -50,3 +50,33 @@ pub fn apply(message: &MessageRecord, rendered: &Rendered) -> MessageRecord {
     }
     out
 }
+
+/// Rendered content per message, locale and time zone (and user, for a template that
+/// reads `user`), so the recipients of one message who would read the same text share one
+/// render and one copy of the record. Entries are small in number and short-lived (a
+/// message's recipients are delivered together); the map is emptied when it reaches its
+/// bound.
+#[derive(Default)]
+pub struct Shared {
+    entries: std::sync::Mutex<std::collections::HashMap<Key, std::sync::Arc<MessageRecord>>>,
+}
+
+/// Message id, locale, time zone, and the user when the render is personal.
+pub type Key = (String, String, String, Option<String>);
+
+const SHARED_LIMIT: usize = 4096;
+
+impl Shared {
+    pub fn get(&self, key: &Key) -> Option<std::sync::Arc<MessageRecord>> {
+        self.entries.lock().ok()?.get(key).cloned()
+    }
+
+    pub fn put(&self, key: Key, content: std::sync::Arc<MessageRecord>) {
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() >= SHARED_LIMIT {
+                entries.clear();
+            }
+            entries.insert(key, content);
+        }
+    }
+}

@@ -76,6 +76,8 @@ pub struct Pipeline {
     templates: Arc<dyn Templates>,
     slots: Arc<dyn Slots>,
     cache: templates::Cache,
+    /// Rendered content shared by the recipients who read the same text.
+    shared: content::Shared,
 }
 
 /// The parts of the engine a pipeline uses.
@@ -148,6 +150,7 @@ impl Pipeline {
             templates: parts.templates,
             slots: parts.slots,
             cache: templates::Cache::default(),
+            shared: content::Shared::default(),
         })
     }
 
@@ -476,14 +479,32 @@ impl Pipeline {
         let timezone = profile
             .and_then(|p| p.timezone.as_deref())
             .unwrap_or(&self.policy.timezone);
+        let key = content_key(&compiled, message, &locale, timezone, &recipient.user_id);
+        if let Some(shared) = self.shared.get(&key) {
+            return Ok(shared);
+        }
         let to = templates::Recipient {
             user_id: &recipient.user_id,
             timezone,
         };
         let rendered = compiled
-            .render(&locale, &t.vars, &to)
+            .render_for(&locale, &t.vars, &to, &message.all_channels())
             .map_err(|e| Render::Failed(e.to_string()))?;
-        Ok(Arc::new(content::apply(message, &rendered)))
+        let content = Arc::new(content::apply(message, &rendered));
+        self.shared.put(key, Arc::clone(&content));
+        Ok(content)
+    }
+
+    /// Offers the content rendered at accept to the recipients who read the same text.
+    pub(crate) fn share_content(
+        &self,
+        compiled: &templates::Compiled,
+        content: &Arc<MessageRecord>,
+        locale: &str,
+        user_id: &str,
+    ) {
+        let key = content_key(compiled, content, locale, &self.policy.timezone, user_id);
+        self.shared.put(key, Arc::clone(content));
     }
 
     /// A template version compiled (`None`: the latest), from the cache when it is there.
@@ -492,22 +513,29 @@ impl Pipeline {
         name: &str,
         version: Option<u32>,
     ) -> Result<Option<Arc<templates::Compiled>>, Render> {
-        if let Some(v) = version
-            && let Some(c) = self.cache.get(name, v)
-        {
+        let version = match version {
+            Some(v) => v,
+            None => match self
+                .templates
+                .latest_template(name)
+                .await
+                .map_err(Render::Unavailable)?
+            {
+                Some(v) => v,
+                None => return Ok(None),
+            },
+        };
+        if let Some(c) = self.cache.get(name, version) {
             return Ok(Some(c));
         }
         let Some(record) = self
             .templates
-            .template(name, version)
+            .template(name, Some(version))
             .await
             .map_err(Render::Unavailable)?
         else {
             return Ok(None);
         };
-        if let Some(c) = self.cache.get(name, record.version) {
-            return Ok(Some(c));
-        }
         let compiled = templates::Compiled::compile(name, record.version, &record.spec, false)
             .map_err(|e| Render::Failed(e.to_string()))?;
         Ok(Some(self.cache.put(compiled)))
@@ -615,4 +643,21 @@ fn accepted(id: String, recipients: usize) -> Accepted {
         status: "accepted".into(),
         recipients,
     }
+}
+
+/// Which recipients share a render: same message, locale and zone; and the same user when
+/// the template reads `user`.
+fn content_key(
+    compiled: &templates::Compiled,
+    message: &MessageRecord,
+    locale: &str,
+    timezone: &str,
+    user_id: &str,
+) -> content::Key {
+    (
+        message.id.clone(),
+        locale.to_string(),
+        timezone.to_string(),
+        compiled.personal().then(|| user_id.to_string()),
+    )
 }

@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
-use herald_common::api::{TemplateParts, TemplateSpec, locale_chain};
+use herald_common::api::{ChannelKind, TemplateParts, TemplateSpec, locale_chain};
 use minijinja::value::{Kwargs, Value};
 use minijinja::{AutoEscape, Environment, ErrorKind, State, UndefinedBehavior};
 
@@ -61,6 +61,9 @@ pub struct Compiled {
     env: Environment<'static>,
     /// Variables the parts use, all locales together (Herald's own names left out).
     needs: BTreeSet<String>,
+    /// Whether a part reads `user` (then a render is one recipient's own; else every
+    /// recipient with the same locale and time zone gets the same text).
+    personal: bool,
 }
 
 /// The rendered parts of one locale.
@@ -180,6 +183,7 @@ impl Compiled {
                 needs.extend(t.undeclared_variables(false));
             }
         }
+        let personal = needs.contains("user");
         needs.retain(|v| !GLOBALS.contains(&v.as_str()));
         Ok(Compiled {
             name: name.to_string(),
@@ -187,7 +191,13 @@ impl Compiled {
             spec: spec.clone(),
             env,
             needs,
+            personal,
         })
+    }
+
+    /// Whether a part reads `user` (see [`Compiled::render`]).
+    pub fn personal(&self) -> bool {
+        self.personal
     }
 
     /// The variables the template uses that `vars` does not give.
@@ -221,12 +231,33 @@ impl Compiled {
         self.spec.locales.get(locale)
     }
 
-    /// Renders every part of `locale` for one recipient.
+    /// Renders every part of `locale` for one recipient (a preview).
     pub fn render(
         &self,
         locale: &str,
         vars: &serde_json::Map<String, serde_json::Value>,
         to: &Recipient<'_>,
+    ) -> Result<Rendered, TemplateError> {
+        self.render_parts(locale, vars, to, |_| true)
+    }
+
+    /// Renders the parts a delivery on `channels` reads (see [`read_by`]).
+    pub fn render_for(
+        &self,
+        locale: &str,
+        vars: &serde_json::Map<String, serde_json::Value>,
+        to: &Recipient<'_>,
+        channels: &[ChannelKind],
+    ) -> Result<Rendered, TemplateError> {
+        self.render_parts(locale, vars, to, |part| read_by(part, channels))
+    }
+
+    fn render_parts(
+        &self,
+        locale: &str,
+        vars: &serde_json::Map<String, serde_json::Value>,
+        to: &Recipient<'_>,
+        wanted: impl Fn(&str) -> bool,
     ) -> Result<Rendered, TemplateError> {
         let parts = self.parts(locale).ok_or_else(|| TemplateError {
             place: format!("locales.{locale}"),
@@ -234,19 +265,21 @@ impl Compiled {
             column: None,
             message: "no such locale".into(),
         })?;
-        let mut ctx = vars.clone();
-        ctx.insert(
-            "user".into(),
-            serde_json::json!({"id": to.user_id, "locale": locale, "timezone": to.timezone}),
-        );
-        ctx.insert("_locale".into(), serde_json::Value::String(locale.into()));
-        ctx.insert("_tz".into(), serde_json::Value::String(to.timezone.into()));
-        let ctx = Value::from(minijinja::value::Serde(&ctx));
+        // Merged lazily: the message's variables are converted once, never copied.
+        let ctx = minijinja::context! {
+            user => minijinja::context! { id => to.user_id, locale => locale, timezone => to.timezone },
+            _locale => locale,
+            _tz => to.timezone,
+            ..Value::from(minijinja::value::Serde(vars))
+        };
         let mut out = Rendered {
             locale: locale.to_string(),
             parts: BTreeMap::new(),
         };
         for (part, source) in parts.named() {
+            if !wanted(part) {
+                continue;
+            }
             let t = self
                 .env
                 .get_template(&template_name(locale, part))
@@ -257,6 +290,18 @@ impl Compiled {
             out.parts.insert(part, text);
         }
         Ok(out)
+    }
+}
+
+/// Whether a delivery on `channels` reads `part`: `title` and `body` always (every channel
+/// falls back to them, and inboxes keep them), the others only for their channel.
+pub fn read_by(part: &str, channels: &[ChannelKind]) -> bool {
+    match part.split_once('.').map_or(part, |(prefix, _)| prefix) {
+        "email" => channels.contains(&ChannelKind::Email),
+        "sms" => channels.contains(&ChannelKind::Sms),
+        "push" => channels.contains(&ChannelKind::Push),
+        "chat" => channels.iter().any(|c| c.is_chat()),
+        _ => true,
     }
 }
 
@@ -595,23 +640,21 @@ const AR: Lang = Lang {
 };
 
 fn lang(locale: &str) -> &'static Lang {
-    match locale
-        .split(['-', '_'])
-        .next()
-        .unwrap_or("")
-        .to_ascii_lowercase()
-        .as_str()
-    {
-        "de" => &DE,
-        "fr" => &FR,
-        "es" => &ES,
-        "pt" => &PT,
-        "ru" => &RU,
-        "zh" => &ZH,
-        "ja" => &JA,
-        "ar" => &AR,
-        _ => &EN,
-    }
+    const LANGS: [(&str, &Lang); 8] = [
+        ("de", &DE),
+        ("fr", &FR),
+        ("es", &ES),
+        ("pt", &PT),
+        ("ru", &RU),
+        ("zh", &ZH),
+        ("ja", &JA),
+        ("ar", &AR),
+    ];
+    let language = locale.split(['-', '_']).next().unwrap_or("");
+    LANGS
+        .iter()
+        .find(|(code, _)| code.eq_ignore_ascii_case(language))
+        .map_or(&EN, |(_, l)| *l)
 }
 
 fn locale_of(state: &State<'_, '_>) -> String {
@@ -722,21 +765,31 @@ fn as_f64(value: &Value) -> Result<f64, minijinja::Error> {
 }
 
 fn grouped(l: &Lang, n: f64, decimals: usize) -> String {
-    let text = format!("{:.*}", decimals, n.abs());
-    let (int, frac) = text.split_once('.').unwrap_or((&text, ""));
-    let mut out = String::new();
-    for (i, c) in int.chars().enumerate() {
-        if i > 0 && (int.len() - i) % 3 == 0 {
+    // Whole units and the fraction as integers: exact float formatting is slow, and every
+    // amount a notification shows fits in 2^53 at its precision.
+    let scale = 10u64.pow(decimals.min(10) as u32);
+    let scaled = (n.abs() * scale as f64).round();
+    let (int, frac) = if scaled < 9.0e15 {
+        let scaled = scaled as u64;
+        (scaled / scale, scaled % scale)
+    } else {
+        (n.abs().trunc().min(u64::MAX as f64) as u64, 0)
+    };
+    let digits = int.to_string();
+    let mut out = String::with_capacity(digits.len() + decimals + 8);
+    if n < 0.0 && (int > 0 || frac > 0) {
+        out.push('-');
+    }
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
             out.push_str(l.group);
         }
         out.push(c);
     }
-    if !frac.is_empty() {
+    if decimals > 0 {
+        use std::fmt::Write as _;
         out.push_str(l.decimal);
-        out.push_str(frac);
-    }
-    if n < 0.0 && text.chars().any(|c| c.is_ascii_digit() && c != '0') {
-        out.insert(0, '-');
+        let _ = write!(out, "{frac:0decimals$}");
     }
     out
 }
@@ -751,8 +804,12 @@ fn number(
     let n = as_f64(&value)?;
     let l = lang(&locale_of(state));
     let decimals = decimals.map(|d| d.min(10)).unwrap_or_else(|| {
-        let t = format!("{:.3}", n.fract().abs());
-        t.trim_end_matches('0').len().saturating_sub(2)
+        match (n.fract().abs() * 1000.0).round() as u64 {
+            0 | 1000 => 0,
+            t if t % 100 == 0 => 1,
+            t if t % 10 == 0 => 2,
+            _ => 3,
+        }
     });
     Ok(grouped(l, n, decimals))
 }
@@ -803,10 +860,10 @@ thread_local! {
 /// `many` or `other`.
 pub fn plural_category(locale: &str, n: f64) -> &'static str {
     use intl_pluralrules::{PluralCategory, PluralRuleType, PluralRules};
-    let language = locale.split(['-', '_']).next().unwrap_or("en").to_string();
+    let language = locale.split(['-', '_']).next().unwrap_or("en");
     RULES.with(|rules| {
         let mut rules = rules.borrow_mut();
-        if !rules.contains_key(&language) {
+        if !rules.contains_key(language) {
             let english = || {
                 "en".parse::<unic_langid::LanguageIdentifier>()
                     .unwrap_or_default()
@@ -816,12 +873,12 @@ pub fn plural_category(locale: &str, n: f64) -> &'static str {
                 .or_else(|_| PluralRules::create(english(), PluralRuleType::CARDINAL));
             match made {
                 Ok(r) => {
-                    rules.insert(language.clone(), r);
+                    rules.insert(language.to_string(), r);
                 }
                 Err(_) => return "other",
             }
         }
-        let Some(r) = rules.get(&language) else {
+        let Some(r) = rules.get(language) else {
             return "other";
         };
         match r.select(n) {
@@ -839,19 +896,28 @@ pub fn plural_category(locale: &str, n: f64) -> &'static str {
 /// uses for that count (CLDR rules: Russian has `few` and `many`, Arabic all six, Chinese
 /// only `other`), `#` replaced by the count. A form not given falls back to `other`.
 fn plural(state: &State<'_, '_>, value: Value, kwargs: Kwargs) -> Result<String, minijinja::Error> {
+    const FORMS: [&str; 6] = ["zero", "one", "two", "few", "many", "other"];
     let n = as_f64(&value)?;
     let category = plural_category(&locale_of(state), n);
-    let form: String = match kwargs.get::<Option<String>>(category)? {
-        Some(f) => f,
-        None => kwargs
-            .get::<Option<String>>("other")?
-            .ok_or_else(|| bad("plural needs at least other=\"…\""))?,
-    };
-    // Every form is known to the caller; the unused ones are fine.
-    for name in ["zero", "one", "two", "few", "many", "other"] {
-        let _ = kwargs.get::<Option<String>>(name);
+    // Each form given is read once (the unused ones are fine); a name that is no CLDR
+    // category is an error.
+    let (mut chosen, mut other) = (None, None);
+    for name in kwargs.args() {
+        if !FORMS.contains(&name) {
+            return Err(bad(format!(
+                "plural forms are zero, one, two, few, many and other, not '{name}'"
+            )));
+        }
+        let form: String = kwargs.get(name)?;
+        if name == category {
+            chosen = Some(form);
+        } else if name == "other" {
+            other = Some(form);
+        }
     }
-    kwargs.assert_all_used()?;
+    let form = chosen
+        .or(other)
+        .ok_or_else(|| bad("plural needs at least other=\"…\""))?;
     let shown = if n.fract() == 0.0 {
         format!("{}", n as i64)
     } else {
@@ -1052,6 +1118,37 @@ mod tests {
         assert_eq!(r("zh", json!({"c": 1, "total": 12.5}), "body"), "1 件");
         assert_eq!(r("zh", json!({"c": 1, "total": 12.5}), "title"), "¥12.50");
         assert_eq!(r("ja", json!({"total": 1234}), "title"), "￥1,234");
+    }
+
+    #[test]
+    fn a_delivery_renders_only_the_parts_its_channels_read() {
+        let t = order();
+        let v = vars(json!({"order_id": 7, "name": "Ada"}));
+        let only = |channels: &[ChannelKind]| {
+            let r = t.render_for("en", &v, &to(), channels).unwrap();
+            r.parts.keys().copied().collect::<Vec<_>>()
+        };
+        assert_eq!(only(&[ChannelKind::InApp]), vec!["title"]);
+        assert_eq!(
+            only(&[ChannelKind::InApp, ChannelKind::Email]),
+            vec!["email.html", "email.subject", "title"]
+        );
+        assert!(read_by("chat.markdown", &[ChannelKind::Slack]));
+        assert!(!read_by("sms.text", &[ChannelKind::Push]));
+    }
+
+    #[test]
+    fn a_plural_form_that_is_no_cldr_category_is_an_error() {
+        let t = Compiled::compile(
+            "t",
+            1,
+            &spec(json!({"default_locale": "en", "locales": {
+            "en": {"title": "{{ c | plural(one='# item', lots='# items') }}"}}})),
+            false,
+        )
+        .unwrap();
+        let e = t.render("en", &vars(json!({"c": 2})), &to()).unwrap_err();
+        assert!(e.message.contains("not 'lots'"), "{e}");
     }
 
     #[test]

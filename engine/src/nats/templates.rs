@@ -89,6 +89,17 @@ impl Templates for NatsStore {
         )
     }
 
+    async fn latest_template(&self, name: &str) -> StoreResult<Option<u32>> {
+        let bucket = &self.engine().buckets.templates;
+        // From the leader: a replica may not have the newest PUT yet.
+        Ok(
+            match get_json_latest::<Head>(bucket, &head_key(name)).await? {
+                Some((h, _)) if !h.deleted => Some(h.latest),
+                _ => None,
+            },
+        )
+    }
+
     async fn templates(&self) -> StoreResult<Vec<(String, u32)>> {
         let bucket = &self.engine().buckets.templates;
         let mut keys = bucket

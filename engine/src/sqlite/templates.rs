@@ -75,6 +75,18 @@ impl Templates for SqliteStore {
         .await
     }
 
+    async fn latest_template(&self, name: &str) -> StoreResult<Option<u32>> {
+        let name = name.to_string();
+        self.read(move |c| {
+            let head: Option<(u32, bool)> = c
+                .prepare_cached("SELECT latest, deleted FROM template_heads WHERE name = ?1")?
+                .query_row([&name], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            Ok(head.and_then(|(v, deleted)| (!deleted).then_some(v)))
+        })
+        .await
+    }
+
     async fn templates(&self) -> StoreResult<Vec<(String, u32)>> {
         self.read(|c| {
             let mut stmt = c.prepare_cached(
