@@ -139,6 +139,7 @@ pub fn channels_from(
         &config.email,
         config.outbox_dir(),
         config.smtp_timeout,
+        &channels::email::Security::of(config),
         config.circuit,
         registry,
     )?
@@ -180,7 +181,7 @@ pub struct ConfigSummary {
 pub fn check_config(config: &Config) -> Result<ConfigSummary, StartError> {
     let registry = Registry::default();
     let clients = ChannelClients::of(config);
-    Email::check(&config.email)?;
+    Email::check(&config.email, &channels::email::Security::of(config))?;
     SmsChannel::new(
         &config.sms,
         config.outbox_dir(),

@@ -96,6 +96,10 @@ pub const ENV_QUIET_HOURS: &str = "HERALD_QUIET_HOURS";
 pub const ENV_DEFAULT_TIMEZONE: &str = "HERALD_DEFAULT_TIMEZONE";
 pub const ENV_PUBLIC_URL: &str = "HERALD_PUBLIC_URL";
 pub const ENV_UNSUBSCRIBE_SECRET: &str = "HERALD_UNSUBSCRIBE_SECRET";
+// DKIM signing of outgoing mail (RFC 6376).
+pub const ENV_DKIM_KEY_FILE: &str = "HERALD_DKIM_KEY_FILE";
+pub const ENV_DKIM_SELECTOR: &str = "HERALD_DKIM_SELECTOR";
+pub const ENV_DKIM_DOMAIN: &str = "HERALD_DKIM_DOMAIN";
 // Secrets from files: each names a file holding the setting without `_FILE`.
 pub const ENV_API_KEYS_FILE: &str = "HERALD_API_KEYS_FILE";
 pub const ENV_JWT_SECRET_FILE: &str = "HERALD_JWT_SECRET_FILE";
@@ -183,11 +187,23 @@ const SETTINGS: &[(&str, Option<&str>)] = &[
     (ENV_DEFAULT_TIMEZONE, Some("UTC")),
     (ENV_PUBLIC_URL, None),
     (ENV_UNSUBSCRIBE_SECRET, None),
+    (ENV_DKIM_KEY_FILE, None),
+    (ENV_DKIM_SELECTOR, None),
+    (ENV_DKIM_DOMAIN, None),
     (ENV_API_KEYS_FILE, None),
     (ENV_JWT_SECRET_FILE, None),
     (ENV_SMTP_URL_FILE, None),
     (ENV_SMS_TOKEN_FILE, None),
 ];
+
+/// DKIM signing (RFC 6376): the private key (PEM, RSA), the selector its public key is
+/// published under, and the signing domain (default: each relay's sender domain).
+#[derive(Debug, Clone)]
+pub struct DkimSettings {
+    pub key_file: PathBuf,
+    pub selector: String,
+    pub domain: Option<String>,
+}
 
 /// A bad configuration, said in one line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -300,6 +316,8 @@ pub struct Config {
     pub circuit: CircuitConfig,
     /// Extra trusted roots for every outbound TLS connection (SMTP, providers).
     pub tls_ca_file: Option<PathBuf>,
+    /// DKIM signing of every mail, when a key is configured.
+    pub dkim: Option<DkimSettings>,
     pub max_devices_per_user: usize,
     pub caps: Vec<CapConfig>,
     /// Browser origins allowed to call `/v1/me/…` with a client token (`*`: any).
@@ -771,6 +789,39 @@ impl Config {
                 None => None,
             },
             unsubscribe_secret: raw.get(ENV_UNSUBSCRIBE_SECRET).map(Secret::new),
+            dkim: match (raw.get(ENV_DKIM_KEY_FILE), raw.get(ENV_DKIM_SELECTOR)) {
+                (None, None) => None,
+                (Some(key), Some(selector)) => {
+                    let selector = selector.trim().to_string();
+                    if selector.is_empty()
+                        || !selector.split('.').all(|l| {
+                            !l.is_empty()
+                                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                        })
+                    {
+                        return Err(ConfigError(format!(
+                            "{ENV_DKIM_SELECTOR}: '{selector}' is not a DNS label (letters, digits, '-', dots between)"
+                        )));
+                    }
+                    Some(DkimSettings {
+                        key_file: PathBuf::from(key),
+                        selector,
+                        domain: raw
+                            .get(ENV_DKIM_DOMAIN)
+                            .map(|d| d.trim().to_ascii_lowercase()),
+                    })
+                }
+                (Some(_), None) => {
+                    return Err(ConfigError(format!(
+                        "{ENV_DKIM_KEY_FILE} needs {ENV_DKIM_SELECTOR} (the name the public key has in DNS: <selector>._domainkey.<domain>)"
+                    )));
+                }
+                (None, Some(_)) => {
+                    return Err(ConfigError(format!(
+                        "{ENV_DKIM_SELECTOR} needs {ENV_DKIM_KEY_FILE}"
+                    )));
+                }
+            },
             cors_origins: raw
                 .list(ENV_CORS_ORIGINS)
                 .into_iter()

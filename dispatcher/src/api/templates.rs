@@ -55,6 +55,7 @@ pub(super) async fn put_template(
         .templates()
         .put_template(&name, &spec, now_ms())
         .await?;
+    state.pipeline.template_changed(&name);
     Ok(axum::Json(TemplateSaved { name, version }).into_response())
 }
 
@@ -100,7 +101,9 @@ pub(super) async fn delete_template(
     name: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let name = name_param(name)?;
-    if state.pipeline.templates().delete_template(&name).await? {
+    let deleted = state.pipeline.templates().delete_template(&name).await?;
+    state.pipeline.template_changed(&name);
+    if deleted {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
         Err(ApiError::not_found(format!("no template named '{name}'")))

@@ -6,6 +6,7 @@
 //! retries and restarts, so a receiver can drop a copy sent at the instant of a crash.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,7 +16,12 @@ use lettre::message::{Mailbox, MultiPart};
 
 use crate::stages::templates::text_of_html;
 use crate::stages::unsubscribe::Unsubscribe;
+use lettre::message::dkim::{
+    DkimCanonicalization, DkimCanonicalizationType, DkimConfig, DkimSigningAlgorithm,
+    DkimSigningKey,
+};
 use lettre::transport::smtp::PoolConfig;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use super::providers::{Providers, Registry, Verdict};
@@ -26,10 +32,115 @@ enum Transport {
     Outbox(PathBuf),
 }
 
-/// One relay: where it sends and as whom.
+/// One relay: where it sends, as whom, and how its mail is signed.
 pub struct Relay {
     from: Mailbox,
     transport: Transport,
+    dkim: Option<Arc<Signers>>,
+}
+
+/// A relay's DKIM signers: for single-part mail, and for `multipart/alternative` (whose
+/// `Content-Type` lettre writes only when it formats the mail, after signing, so it is not
+/// among the signed headers there).
+struct Signers {
+    single: DkimConfig,
+    multipart: DkimConfig,
+}
+
+/// How relays' connections are verified and their mail signed.
+#[derive(Debug, Clone, Default)]
+pub struct Security {
+    /// PEM roots trusted beside the built-in (Mozilla) ones (`HERALD_TLS_CA_FILE`).
+    pub ca_file: Option<PathBuf>,
+    pub dkim: Option<herald_common::config::DkimSettings>,
+}
+
+/// The headers a signature covers: what receivers show and what RFC 8058 requires be
+/// signed (`List-Unsubscribe`, `List-Unsubscribe-Post`). One not in a mail is signed as
+/// absent, so it cannot be added on the way.
+const SIGNED: &[&str] = &[
+    "From",
+    "To",
+    "Subject",
+    "Date",
+    "Message-ID",
+    "MIME-Version",
+    "Content-Type",
+    "List-Unsubscribe",
+    "List-Unsubscribe-Post",
+];
+
+/// The DKIM key as lettre takes it: PKCS#1 PEM (a PKCS#8 `BEGIN PRIVATE KEY` file, what
+/// `openssl genpkey` writes, is converted).
+fn dkim_key(pem: &str) -> Result<DkimSigningKey, String> {
+    use rsa::pkcs1::EncodeRsaPrivateKey;
+    use rsa::pkcs8::DecodePrivateKey;
+    let pkcs1 = if pem.contains("BEGIN PRIVATE KEY") {
+        rsa::RsaPrivateKey::from_pkcs8_pem(pem)
+            .map_err(|e| format!("not an RSA private key: {e}"))?
+            .to_pkcs1_pem(rsa::pkcs8::LineEnding::LF)
+            .map_err(|e| e.to_string())?
+            .to_string()
+    } else {
+        pem.to_string()
+    };
+    DkimSigningKey::new(&pkcs1, DkimSigningAlgorithm::Rsa)
+        .map_err(|e| format!("not an RSA private key in PEM: {e}"))
+}
+
+fn signers(
+    settings: &herald_common::config::DkimSettings,
+    key_pem: &str,
+    from: &Mailbox,
+) -> Result<Signers, String> {
+    let domain = settings
+        .domain
+        .clone()
+        .unwrap_or_else(|| from.email.domain().to_ascii_lowercase());
+    let config = |multipart: bool| -> Result<DkimConfig, String> {
+        Ok(DkimConfig::new(
+            settings.selector.clone(),
+            domain.clone(),
+            dkim_key(key_pem)?,
+            SIGNED
+                .iter()
+                .filter(|h| !(multipart && **h == "Content-Type"))
+                .map(|h| HeaderName::new_from_ascii_str(h))
+                .collect(),
+            DkimCanonicalization {
+                header: DkimCanonicalizationType::Relaxed,
+                body: DkimCanonicalizationType::Relaxed,
+            },
+        ))
+    };
+    Ok(Signers {
+        single: config(false)?,
+        multipart: config(true)?,
+    })
+}
+
+/// How a relay URL asks for TLS, and the host its certificate must name.
+fn tls_of(url: &str, roots: &[u8]) -> Result<Option<Tls>, String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| e.to_string())?;
+    let host = parsed.host_str().unwrap_or_default().to_string();
+    let mode = parsed
+        .query_pairs()
+        .find(|(k, _)| k == "tls")
+        .map(|(_, v)| v.to_string());
+    let params = || {
+        let certificate =
+            Certificate::from_pem(roots).map_err(|e| format!("{}: {e}", "HERALD_TLS_CA_FILE"))?;
+        TlsParameters::builder(host.clone())
+            .add_root_certificate(certificate)
+            .build_rustls()
+            .map_err(|e| e.to_string())
+    };
+    Ok(match (parsed.scheme(), mode.as_deref()) {
+        ("smtps", _) => Some(Tls::Wrapper(params()?)),
+        (_, Some("required" | "starttls")) => Some(Tls::Required(params()?)),
+        (_, Some("opportunistic")) => Some(Tls::Opportunistic(params()?)),
+        _ => None,
+    })
 }
 
 pub struct Email {
@@ -81,6 +192,10 @@ pub enum EmailSetupError {
     From(String, String, String),
     #[error("email provider '{0}': the SMTP URL is not usable: {1}")]
     Url(String, String),
+    #[error("HERALD_TLS_CA_FILE: {0}")]
+    CaFile(String),
+    #[error("HERALD_DKIM_KEY_FILE: {0}")]
+    Dkim(String),
 }
 
 /// lettre spells STARTTLS `tls=required`; Herald's docs say `tls=starttls`. Accept both.
@@ -89,9 +204,21 @@ fn lettre_url(url: &str) -> String {
 }
 
 impl Relay {
-    fn smtp(url: &str, from: Mailbox, timeout: Duration) -> Result<Relay, String> {
-        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(&lettre_url(url))
-            .map_err(|e| e.to_string())?
+    fn smtp(
+        url: &str,
+        from: Mailbox,
+        timeout: Duration,
+        roots: Option<&[u8]>,
+    ) -> Result<Relay, String> {
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(&lettre_url(url))
+            .map_err(|e| e.to_string())?;
+        // Extra roots replace lettre's own TLS set-up of the same mode (its roots stay).
+        if let Some(roots) = roots
+            && let Some(tls) = tls_of(url, roots)?
+        {
+            builder = builder.tls(tls);
+        }
+        let transport = builder
             .timeout(Some(timeout))
             .pool_config(
                 PoolConfig::new()
@@ -102,6 +229,7 @@ impl Relay {
         Ok(Relay {
             from,
             transport: Transport::Smtp(transport),
+            dkim: None,
         })
     }
 
@@ -135,11 +263,21 @@ impl Relay {
                 .header(ListUnsubscribe(format!("<{link}>")))
                 .header(ListUnsubscribePost);
         }
-        let built = match custom.and_then(|e| e.html.clone()) {
+        let html = custom.and_then(|e| e.html.clone());
+        let multipart = html.is_some();
+        let built = match html {
             Some(html) => builder.multipart(MultiPart::alternative_plain_html(text, html)),
             None => builder.header(ContentType::TEXT_PLAIN).body(text),
         };
-        built.map_err(|e| e.to_string())
+        let mut message = built.map_err(|e| e.to_string())?;
+        if let Some(signers) = &self.dkim {
+            message.sign(if multipart {
+                &signers.multipart
+            } else {
+                &signers.single
+            });
+        }
+        Ok(message)
     }
 
     async fn send(&self, d: &Delivery<'_>, to: &Mailbox, unsubscribe: Option<&str>) -> Verdict {
@@ -182,14 +320,23 @@ impl Email {
     /// running runtime): for `herald check-config` and start-up.
     pub fn check(
         configs: &[herald_common::config::EmailProviderConfig],
+        security: &Security,
     ) -> Result<(), EmailSetupError> {
+        let (roots, key) = security.load()?;
         for c in configs {
-            parse_from(&c.from).map_err(|e| {
+            let from = parse_from(&c.from).map_err(|e| {
                 EmailSetupError::From(c.id.name.clone(), c.from.clone(), e.to_string())
             })?;
             if let Some(url) = &c.url {
                 AsyncSmtpTransport::<Tokio1Executor>::from_url(&lettre_url(url.expose()))
                     .map_err(|e| EmailSetupError::Url(c.id.name.clone(), e.to_string()))?;
+                if let Some(roots) = &roots {
+                    tls_of(url.expose(), roots)
+                        .map_err(|e| EmailSetupError::Url(c.id.name.clone(), e))?;
+                }
+            }
+            if let (Some(settings), Some(pem)) = (&security.dkim, &key) {
+                signers(settings, pem, &from).map_err(EmailSetupError::Dkim)?;
             }
         }
         Ok(())
@@ -200,18 +347,26 @@ impl Email {
         configs: &[herald_common::config::EmailProviderConfig],
         outbox: PathBuf,
         timeout: Duration,
+        security: &Security,
         circuit: herald_common::config::CircuitConfig,
         registry: &Registry,
     ) -> Result<Email, EmailSetupError> {
+        let (roots, key) = security.load()?;
         let mut list = Vec::new();
         for c in configs {
             let from = parse_from(&c.from).map_err(|e| {
                 EmailSetupError::From(c.id.name.clone(), c.from.clone(), e.to_string())
             })?;
-            let (kind, relay) = match &c.url {
+            let dkim = match (&security.dkim, &key) {
+                (Some(settings), Some(pem)) => Some(Arc::new(
+                    signers(settings, pem, &from).map_err(EmailSetupError::Dkim)?,
+                )),
+                _ => None,
+            };
+            let (kind, mut relay) = match &c.url {
                 Some(url) => (
                     "smtp",
-                    Relay::smtp(url.expose(), from, timeout)
+                    Relay::smtp(url.expose(), from, timeout, roots.as_deref())
                         .map_err(|e| EmailSetupError::Url(c.id.name.clone(), e))?,
                 ),
                 None => (
@@ -219,9 +374,11 @@ impl Email {
                     Relay {
                         from,
                         transport: Transport::Outbox(outbox.clone()),
+                        dkim: None,
                     },
                 ),
             };
+            relay.dkim = dkim;
             list.push((c.id.clone(), kind, relay));
         }
         Ok(Email {
@@ -229,6 +386,37 @@ impl Email {
             unsubscribe: None,
             critical: Vec::new(),
         })
+    }
+}
+
+impl Security {
+    pub fn of(config: &herald_common::config::Config) -> Security {
+        Security {
+            ca_file: config.tls_ca_file.clone(),
+            dkim: config.dkim.clone(),
+        }
+    }
+
+    /// The extra roots and the DKIM key, read from their files.
+    fn load(&self) -> Result<(Option<Vec<u8>>, Option<String>), EmailSetupError> {
+        let roots = match &self.ca_file {
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| {
+                    EmailSetupError::CaFile(format!("cannot read {}: {e}", path.display()))
+                })?;
+                Certificate::from_pem(&pem)
+                    .map_err(|e| EmailSetupError::CaFile(format!("{}: {e}", path.display())))?;
+                Some(pem)
+            }
+            None => None,
+        };
+        let key = match &self.dkim {
+            Some(d) => Some(std::fs::read_to_string(&d.key_file).map_err(|e| {
+                EmailSetupError::Dkim(format!("cannot read {}: {e}", d.key_file.display()))
+            })?),
+            None => None,
+        };
+        Ok((roots, key))
     }
 }
 
@@ -244,6 +432,10 @@ fn classify(e: &lettre::transport::smtp::Error) -> Verdict {
     let code = e.status().map(|c| c.to_string());
     match code.as_deref() {
         Some("530" | "535" | "534" | "538") => Verdict::Failover { detail },
+        // The relay offers no AUTH mechanism Herald speaks: this relay cannot take it.
+        None if e.is_client() && detail.contains("authentication mechanism") => {
+            Verdict::Failover { detail }
+        }
         _ if e.is_permanent() => Verdict::permanent(detail),
         _ => Verdict::transient(detail),
     }

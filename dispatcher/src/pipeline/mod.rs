@@ -78,6 +78,9 @@ pub struct Pipeline {
     cache: templates::Cache,
     /// Rendered content shared by the recipients who read the same text.
     shared: content::Shared,
+    /// Each template's latest version as last read, and when: accepts within
+    /// [`LATEST_FRESH`] of a read do not ask the store again.
+    latest: std::sync::Mutex<std::collections::HashMap<String, (u32, std::time::Instant)>>,
 }
 
 /// The parts of the engine a pipeline uses.
@@ -151,6 +154,7 @@ impl Pipeline {
             slots: parts.slots,
             cache: templates::Cache::default(),
             shared: content::Shared::default(),
+            latest: std::sync::Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -495,6 +499,38 @@ impl Pipeline {
         Ok(content)
     }
 
+    /// The latest version of `name`: as read in the last [`LATEST_FRESH`], else from the
+    /// store. A `PUT` or `DELETE` through this dispatcher is seen at once
+    /// ([`Pipeline::template_changed`]); through another dispatcher, within that time.
+    async fn latest_version(&self, name: &str) -> Result<Option<u32>, Render> {
+        let now = std::time::Instant::now();
+        if let Ok(latest) = self.latest.lock()
+            && let Some((v, at)) = latest.get(name)
+            && now.duration_since(*at) < LATEST_FRESH
+        {
+            return Ok(Some(*v));
+        }
+        let read = self
+            .templates
+            .latest_template(name)
+            .await
+            .map_err(Render::Unavailable)?;
+        if let (Some(v), Ok(mut latest)) = (read, self.latest.lock()) {
+            if latest.len() >= 1024 {
+                latest.clear();
+            }
+            latest.insert(name.to_string(), (v, now));
+        }
+        Ok(read)
+    }
+
+    /// A template was stored or deleted here: the next accept reads its latest version.
+    pub fn template_changed(&self, name: &str) {
+        if let Ok(mut latest) = self.latest.lock() {
+            latest.remove(name);
+        }
+    }
+
     /// Offers the content rendered at accept to the recipients who read the same text.
     pub(crate) fn share_content(
         &self,
@@ -515,12 +551,7 @@ impl Pipeline {
     ) -> Result<Option<Arc<templates::Compiled>>, Render> {
         let version = match version {
             Some(v) => v,
-            None => match self
-                .templates
-                .latest_template(name)
-                .await
-                .map_err(Render::Unavailable)?
-            {
+            None => match self.latest_version(name).await? {
                 Some(v) => v,
                 None => return Ok(None),
             },
@@ -644,6 +675,9 @@ fn accepted(id: String, recipients: usize) -> Accepted {
         recipients,
     }
 }
+
+/// How long a template's latest version, once read, is taken as the latest.
+const LATEST_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Which recipients share a render: same message, locale and zone; and the same user when
 /// the template reads `user`.
