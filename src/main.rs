@@ -178,7 +178,8 @@ fn dev_banner(config: &Config, addr: SocketAddr, generated: bool) {
     let key = config
         .api_keys
         .first()
-        .map(|k| k.expose().to_string())
+        .and_then(|k| herald_common::auth::KeyEntry::parse(k.expose(), 1).ok())
+        .map(|k| k.key)
         .unwrap_or_default();
     let token = config
         .jwt_secret

@@ -206,57 +206,255 @@ impl TokenMinter {
     }
 }
 
+/// What an API key may do (SPEC §11): `send` messages (and cancel them), `read` what
+/// Herald holds, `admin`ister users, devices, templates and client tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Send,
+    Read,
+    Admin,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 3] = [Scope::Send, Scope::Read, Scope::Admin];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Send => "send",
+            Scope::Read => "read",
+            Scope::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Scope> {
+        Scope::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+
+    fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+}
+
+/// A set of scopes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scopes(u8);
+
+impl Scopes {
+    pub const ALL: Scopes = Scopes(0b111);
+
+    pub fn has(self, scope: Scope) -> bool {
+        self.0 & scope.bit() != 0
+    }
+
+    /// `send+read` (every name known, at least one).
+    pub fn parse(text: &str) -> Result<Scopes, String> {
+        let mut bits = 0;
+        for name in text.split('+') {
+            let scope = Scope::parse(name.trim()).ok_or_else(|| {
+                format!("unknown scope '{name}' (scopes are send, read and admin, joined by '+')")
+            })?;
+            bits |= scope.bit();
+        }
+        Ok(Scopes(bits))
+    }
+
+    pub fn names(self) -> Vec<&'static str> {
+        Scope::ALL
+            .into_iter()
+            .filter(|s| self.has(*s))
+            .map(Scope::as_str)
+            .collect()
+    }
+}
+
+/// One `HERALD_API_KEYS` entry: `key` (named `key-<n>`, every scope), `name:key` (every
+/// scope) or `name:key:scope+scope`.
+#[derive(Clone)]
+pub struct KeyEntry {
+    pub name: String,
+    pub key: String,
+    pub scopes: Scopes,
+}
+
+impl std::fmt::Debug for KeyEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KeyEntry({}, {:?})", self.name, self.scopes.names())
+    }
+}
+
+/// A key's name: 1–64 of `[A-Za-z0-9_-]` (it is the `sender` on messages and a metric label).
+pub fn validate_key_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 64 {
+        return Err(format!("key name '{name}' must be 1-64 characters"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+    {
+        return Err(format!(
+            "key name '{name}' has '{c}'; use letters, digits, '-' and '_'"
+        ));
+    }
+    Ok(())
+}
+
+impl KeyEntry {
+    /// Parses entry number `n` (1-based, for unnamed keys and errors; a message never
+    /// shows the key).
+    pub fn parse(entry: &str, n: usize) -> Result<KeyEntry, String> {
+        let parts: Vec<&str> = entry.trim().split(':').collect();
+        let (name, key, scopes) = match parts.as_slice() {
+            [key] => (format!("key-{n}"), *key, Scopes::ALL),
+            [name, key] => (name.to_string(), *key, Scopes::ALL),
+            [name, key, scopes] => (
+                name.to_string(),
+                *key,
+                Scopes::parse(scopes).map_err(|e| format!("API key {n} ('{name}'): {e}"))?,
+            ),
+            _ => {
+                return Err(format!(
+                    "API key {n}: use key, name:key or name:key:scope+scope"
+                ));
+            }
+        };
+        validate_key_name(&name).map_err(|e| format!("API key {n}: {e}"))?;
+        if key.is_empty() {
+            return Err(format!("API key {n} ('{name}') is empty"));
+        }
+        Ok(KeyEntry {
+            name,
+            key: key.to_string(),
+            scopes,
+        })
+    }
+}
+
 /// The configured API keys, compared in constant time (as SHA-256 digests, so neither
 /// content nor length leaks through timing).
 #[derive(Clone)]
 pub struct ApiKeys {
-    digests: Vec<[u8; 32]>,
+    entries: Vec<([u8; 32], String, Scopes)>,
 }
 
 impl std::fmt::Debug for ApiKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ApiKeys({} keys)", self.digests.len())
+        write!(f, "ApiKeys({} keys)", self.entries.len())
     }
 }
 
+/// The key a request presented: its position, name and scopes.
+#[derive(Debug, Clone)]
+pub struct KeyMatch {
+    pub position: usize,
+    pub name: String,
+    pub scopes: Scopes,
+}
+
 impl ApiKeys {
+    /// From `HERALD_API_KEYS` entries (see [`KeyEntry::parse`]); names must be distinct.
+    pub fn parse(entries: &[String]) -> Result<Self, String> {
+        let mut out: Vec<([u8; 32], String, Scopes)> = Vec::new();
+        for (i, e) in entries.iter().enumerate() {
+            let k = KeyEntry::parse(e, i + 1)?;
+            if out.iter().any(|(_, n, _)| *n == k.name) {
+                return Err(format!(
+                    "API key {}: the name '{}' is used twice",
+                    i + 1,
+                    k.name
+                ));
+            }
+            out.push((Sha256::digest(k.key.as_bytes()).into(), k.name, k.scopes));
+        }
+        Ok(ApiKeys { entries: out })
+    }
+
+    /// Every key with every scope (tests, and keys known to be plain).
     pub fn new(keys: &[String]) -> Self {
         ApiKeys {
-            digests: keys
+            entries: keys
                 .iter()
-                .map(|k| Sha256::digest(k.as_bytes()).into())
+                .enumerate()
+                .map(|(i, k)| {
+                    (
+                        Sha256::digest(k.as_bytes()).into(),
+                        format!("key-{}", i + 1),
+                        Scopes::ALL,
+                    )
+                })
                 .collect(),
         }
     }
 
     pub fn accepts(&self, presented: &str) -> bool {
-        self.position(presented).is_some()
+        self.find(presented).is_some()
     }
 
     /// Which configured key `presented` is, looking at every key whatever the answer.
-    pub fn position(&self, presented: &str) -> Option<usize> {
+    pub fn find(&self, presented: &str) -> Option<KeyMatch> {
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         let mut found = None;
-        for (i, d) in self.digests.iter().enumerate() {
+        for (i, (d, _, _)) in self.entries.iter().enumerate() {
             if bool::from(d.ct_eq(&digest)) {
                 found = Some(i);
             }
         }
-        found
+        let i = found?;
+        let (_, name, scopes) = &self.entries[i];
+        Some(KeyMatch {
+            position: i,
+            name: name.clone(),
+            scopes: *scopes,
+        })
     }
 
     pub fn len(&self) -> usize {
-        self.digests.len()
+        self.entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.digests.is_empty()
+        self.entries.is_empty()
+    }
+
+    /// The keys' names, in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().map(|(_, n, _)| n.as_str())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_entries_name_scope_and_refuse_what_is_odd() {
+        let keys = ApiKeys::parse(&[
+            "plain-old-key".into(),
+            "billing:b-secret:send".into(),
+            "ops:o-secret:read+admin".into(),
+        ])
+        .unwrap();
+        let m = keys.find("plain-old-key").unwrap();
+        assert_eq!((m.name.as_str(), m.scopes), ("key-1", Scopes::ALL));
+        let m = keys.find("b-secret").unwrap();
+        assert_eq!(m.name, "billing");
+        assert!(m.scopes.has(Scope::Send) && !m.scopes.has(Scope::Read));
+        let m = keys.find("o-secret").unwrap();
+        assert_eq!(m.scopes.names(), vec!["read", "admin"]);
+        assert!(keys.find("b-secre").is_none());
+        for (entry, says) in [
+            ("bill ing:SECRETK", "has ' '"),
+            ("b:SECRETK:write", "unknown scope 'write'"),
+            ("b:SECRETK:send+", "unknown scope ''"),
+            ("b::send", "is empty"),
+            ("a:SECRETK:c:d", "use key, name:key"),
+        ] {
+            let e = ApiKeys::parse(&[entry.into()]).unwrap_err();
+            assert!(e.contains(says), "{entry}: {e}");
+            assert!(!e.contains("SECRETK"), "no key in the error: {e}");
+        }
+        let e = ApiKeys::parse(&["a:k1".into(), "a:k2".into()]).unwrap_err();
+        assert!(e.contains("used twice"), "{e}");
+    }
 
     const SECRET: &str = "test-secret-0123456789";
 

@@ -50,7 +50,7 @@ pub async fn run(
         } else {
             Some(key)
         };
-        match pipeline.accept(req, header_key).await {
+        match pipeline.accept(req, header_key, None).await {
             Ok((accepted, fresh)) => {
                 tracing::debug!(message_id = %accepted.id, fresh, seq = send.seq, "accepted from herald.send");
                 send.done().await;

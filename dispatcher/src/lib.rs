@@ -289,7 +289,7 @@ impl Dispatcher {
             bus: Arc::clone(&engine.bus),
             subjects: subjects.clone(),
             limiter: herald_common::ratelimit::KeyedLimiter::new(config.api_rate_limit),
-            api_keys: ApiKeys::new(&keys),
+            api_keys: ApiKeys::parse(&keys).map_err(StartError::Client)?,
             presence: engine.presence,
             topic_order: ordering::OrderLocks::new(256),
             minter: config

@@ -16,6 +16,10 @@ pub fn describe() {
         "Messages accepted, by priority"
     );
     describe_counter!(
+        "herald_api_messages_total",
+        "Messages accepted over HTTP, by the sending API key's name (\"other\" past 32 keys)"
+    );
+    describe_counter!(
         "herald_attempts_total",
         "Delivery attempts, by channel and outcome"
     );

@@ -73,6 +73,9 @@ pub struct MessageRecord {
     pub cancel_key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub escalate: Option<Escalate>,
+    /// The name of the API key that sent it (SPEC §11).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender: Option<String>,
     pub recipients: Vec<RecipientRecord>,
 }
 

@@ -489,6 +489,9 @@ pub struct MessageView {
     pub created_at: String,
     /// Extension: the message's priority.
     pub priority: Priority,
+    /// The name of the API key that sent it (SPEC §11); absent for `herald.send`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender: Option<String>,
     pub recipients: Vec<RecipientView>,
 }
 

@@ -896,6 +896,15 @@ impl Config {
                 "{ENV_API_KEYS} is required (comma-separated keys for Authorization: Bearer); use --dev to generate one"
             )));
         }
+        if api {
+            let entries: Vec<String> = self
+                .api_keys
+                .iter()
+                .map(|k| k.expose().to_string())
+                .collect();
+            crate::auth::ApiKeys::parse(&entries)
+                .map_err(|e| ConfigError(format!("{ENV_API_KEYS}: {e}")))?;
+        }
         if (ws || role == Role::Token) && self.jwt_secret.is_none() && self.jwt_public_key.is_none()
         {
             return Err(ConfigError(format!(

@@ -18,6 +18,9 @@ use serde_json::value::RawValue;
 use super::{JsonBody, St, path_param};
 use crate::error::ApiError;
 
+/// Up to this many API keys, the messages metric has a series per key.
+const SENDER_LABELS: usize = 32;
+
 #[utoipa::path(post, path = "/v1/messages", tag = "messages",
     request_body = SendRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "Idempotency key")),
@@ -35,6 +38,7 @@ use crate::error::ApiError;
 pub(super) async fn send_message(
     State(state): St,
     headers: HeaderMap,
+    sender: Option<axum::Extension<super::Sender>>,
     JsonBody(req): JsonBody<SendRequest>,
 ) -> Result<Response, ApiError> {
     let header_key = headers
@@ -45,7 +49,19 @@ pub(super) async fn send_message(
                 .map_err(|_| ApiError::invalid("Idempotency-Key must be visible ASCII"))
         })
         .transpose()?;
-    let (accepted, fresh) = state.pipeline.accept(req, header_key).await?;
+    let sender = sender.map(|s| s.0.0);
+    let (accepted, fresh) = state
+        .pipeline
+        .accept(req, header_key, sender.clone())
+        .await?;
+    if fresh {
+        // One series per key while the keys are few; past that, one for all.
+        let label = match sender {
+            Some(name) if state.api_keys.len() <= SENDER_LABELS => name,
+            _ => "other".to_string(),
+        };
+        metrics::counter!("herald_api_messages_total", "sender" => label).increment(1);
+    }
     let mut response = (StatusCode::ACCEPTED, axum::Json(accepted)).into_response();
     if !fresh {
         response
@@ -219,12 +235,14 @@ pub(super) async fn dead_letters(
 pub(super) struct ListQuery {
     user: Option<String>,
     limit: Option<usize>,
+    sender: Option<String>,
 }
 
 /// `GET /v1/messages?user=alice&limit=20`: the latest messages sent to a user.
 #[utoipa::path(get, path = "/v1/messages", tag = "messages",
     params(
         ("user" = String, Query, description = "User id"),
+        ("sender" = Option<String>, Query, description = "Only messages sent with this API key (its name); looks through the user's latest 500"),
         ("limit" = Option<usize>, Query, description = "1-100, default 20", minimum = 1, maximum = 100),
     ),
     responses(
@@ -248,6 +266,16 @@ pub(super) async fn list_messages(
     if !(1..=100).contains(&limit) {
         return Err(ApiError::invalid("'limit' must be between 1 and 100"));
     }
-    let items = state.store.messages_for_user(&user, limit).await?;
+    let items = match &q.sender {
+        None => state.store.messages_for_user(&user, limit).await?,
+        Some(sender) => {
+            herald_common::auth::validate_key_name(sender)
+                .map_err(|e| ApiError::invalid(format!("sender: {e}")))?;
+            let mut items = state.store.messages_for_user(&user, 500).await?;
+            items.retain(|m| m.sender.as_deref() == Some(sender.as_str()));
+            items.truncate(limit);
+            items
+        }
+    };
     Ok(axum::Json(herald_common::api::MessageList { items }).into_response())
 }

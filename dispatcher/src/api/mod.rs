@@ -24,7 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use bytes::Bytes;
 use herald_common::api::{ErrorCode, MAX_BODY_BYTES};
-use herald_common::auth::{ApiKeys, TokenVerifier};
+use herald_common::auth::{ApiKeys, Scope, TokenVerifier};
 use herald_common::ids::validate_user_id;
 use herald_common::subjects::Subjects;
 use herald_engine::{Bus, Devices, History, Store};
@@ -189,15 +189,48 @@ fn v1_router(state: Arc<ApiState>) -> Router {
         .with_state(state)
 }
 
-async fn require_api_key(State(state): St, request: Request, next: Next) -> Response {
+/// The name of the API key a request came with: the message's `sender`.
+#[derive(Debug, Clone)]
+pub struct Sender(pub String);
+
+/// The scope a route needs (SPEC §11): sending and cancelling is `send`; reading (and
+/// previews) `read`; changing users, devices and templates, and minting client tokens,
+/// `admin`.
+pub fn scope_of(method: &axum::http::Method, path: &str) -> Scope {
+    use axum::http::Method;
+    let sends = path == "/v1/messages"
+        || path.starts_with("/v1/messages/")
+        || (path.starts_with("/v1/topics/") && path.ends_with("/messages"));
+    match (method, path) {
+        (&Method::GET | &Method::HEAD, _) => Scope::Read,
+        (_, p) if p.ends_with("/preview") => Scope::Read,
+        (&Method::POST | &Method::DELETE, _) if sends => Scope::Send,
+        _ => Scope::Admin,
+    }
+}
+
+async fn require_api_key(State(state): St, mut request: Request, next: Next) -> Response {
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    match presented.map(|k| state.api_keys.position(k.trim())) {
+    match presented.map(|k| state.api_keys.find(k.trim())) {
         Some(Some(key)) => {
-            if let Some(Err(wait)) = state.limiter.as_ref().map(|l| l.check(&key)) {
+            let need = scope_of(request.method(), request.uri().path());
+            if !key.scopes.has(need) {
+                return ApiError::new(
+                    ErrorCode::Forbidden,
+                    format!(
+                        "the API key '{}' has the scopes {}; this route needs '{}'",
+                        key.name,
+                        key.scopes.names().join("+"),
+                        need.as_str()
+                    ),
+                )
+                .into_response();
+            }
+            if let Some(Err(wait)) = state.limiter.as_ref().map(|l| l.check(&key.position)) {
                 metrics::counter!("herald_api_rate_limited_total").increment(1);
                 let mut e = ApiError::new(
                     ErrorCode::RateLimited,
@@ -206,6 +239,7 @@ async fn require_api_key(State(state): St, request: Request, next: Next) -> Resp
                 e.retry_after_s = Some(wait.as_secs_f64().ceil().max(1.0) as u64);
                 return e.into_response();
             }
+            request.extensions_mut().insert(Sender(key.name));
             next.run(request).await
         }
         Some(None) => {

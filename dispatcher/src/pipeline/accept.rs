@@ -89,6 +89,7 @@ impl Pipeline {
                 .filter(|at| *at > now),
             cancel_key: req.cancel_key.clone(),
             escalate: req.escalate.clone(),
+            sender: None,
             recipients,
         }
     }
@@ -99,6 +100,7 @@ impl Pipeline {
         &self,
         req: SendRequest,
         header_key: Option<String>,
+        sender: Option<String>,
     ) -> Result<(Accepted, bool), AcceptError> {
         req.validate().map_err(AcceptError::Invalid)?;
         let key = match (header_key, req.idempotency_key.clone()) {
@@ -126,6 +128,7 @@ impl Pipeline {
             body_hash: body_hash(&req),
         });
         let mut record = self.record(&req, ulid::Ulid::generate().to_string(), now);
+        record.sender = sender;
         // What push would carry: the message's own content, or the template's trial render.
         let mut sample = None;
         if let Some(name) = &req.template {

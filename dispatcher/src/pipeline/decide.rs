@@ -396,6 +396,7 @@ mod tests {
             send_at: None,
             cancel_key: None,
             escalate: None,
+            sender: None,
             recipients: vec![RecipientRecord {
                 user_id: "ann".into(),
                 email: None,

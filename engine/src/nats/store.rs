@@ -619,6 +619,7 @@ impl Store for NatsStore {
             status: MessageStatus::derive(recipients.iter().map(|r| r.status)),
             created_at: rfc3339(record.created_at),
             priority: record.priority,
+            sender: record.sender.clone(),
             recipients,
         }))
     }

@@ -275,9 +275,17 @@ impl Store for SqliteStore {
     async fn message(&self, id: &str) -> StoreResult<Option<MessageView>> {
         let id = id.to_string();
         self.read(move |c| {
-            let Some((created_at, priority)) = c
-                .prepare_cached("SELECT created_at, priority FROM messages WHERE id = ?1")?
-                .query_row([&id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+            let Some((created_at, priority, sender)) = c
+                .prepare_cached(
+                    "SELECT created_at, priority, json_extract(record, '$.sender') FROM messages WHERE id = ?1",
+                )?
+                .query_row([&id], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                    ))
+                })
                 .optional()?
             else {
                 return Ok(None);
@@ -319,6 +327,7 @@ impl Store for SqliteStore {
                 id,
                 created_at: rfc3339(created_at),
                 priority,
+                sender,
                 recipients,
             }))
         })

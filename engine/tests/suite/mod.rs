@@ -38,6 +38,7 @@ pub fn record(id: &str, users: &[&str]) -> MessageRecord {
         send_at: None,
         cancel_key: None,
         escalate: None,
+        sender: None,
         recipients: users
             .iter()
             .map(|u| RecipientRecord {
