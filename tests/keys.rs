@@ -22,7 +22,10 @@ async fn keys_do_what_their_scopes_say(engine: Engine) {
 
     // billing sends, and nothing else.
     let a = billing
-        .post("/v1/messages", json!({"to": ["bob"], "title": "Invoice ready"}))
+        .post(
+            "/v1/messages",
+            json!({"to": ["bob"], "title": "Invoice ready"}),
+        )
         .await;
     assert_eq!(a.status, 202, "{a:?}");
     let id = a.body["id"].as_str().expect("id").to_string();
@@ -51,7 +54,10 @@ async fn keys_do_what_their_scopes_say(engine: Engine) {
     // ops reads and administers, and cannot send.
     let a = ops.get(&format!("/v1/messages/{id}")).await;
     assert_eq!(a.status, 200, "{a:?}");
-    assert_eq!(a.body["sender"], "billing", "the message records its sender");
+    assert_eq!(
+        a.body["sender"], "billing",
+        "the message records its sender"
+    );
     let a = ops
         .post("/v1/messages", json!({"to": ["bob"], "title": "From ops"}))
         .await;
@@ -118,6 +124,9 @@ fn odd_key_entries_are_refused_naming_what_is_wrong() {
             text.contains("HERALD_API_KEYS") && text.contains(says),
             "{keys}: {text}"
         );
-        assert!(!text.contains("secret-"), "{keys}: a key in the error: {text}");
+        assert!(
+            !text.contains("secret-"),
+            "{keys}: a key in the error: {text}"
+        );
     }
 }

@@ -1,6 +1,12 @@
 //! A client that stays connected through anything: on any close it reconnects to one of the
 //! live gateways, resumes its personal messages and recovers its topic from the last seq it
 //! saw, as the SDK does. It records what it saw so tests can check for loss and duplicates.
+//!
+//! Personal messages resume from the end of the run of seqs it has without a gap, not from
+//! the highest: on the cluster engine two dispatchers may deliver a user's messages out of
+//! seq order, so a session can have seq 8 and not 7 (7's in-app attempt met the gateway
+//! going down); resuming from 8 would never bring 7. A completed resume answers the head
+//! seq, and everything up to it has then been replayed (or has expired).
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,6 +29,19 @@ pub struct Seen {
     pub duplicates_in_a_session: usize,
     pub closes: Vec<(u16, Instant)>,
     pub sessions: usize,
+    /// Every personal seq up to this one is known (seen, or covered by a completed resume).
+    pub floor: u64,
+}
+
+impl Seen {
+    /// Where a resume starts: the floor, then every seq after it that was seen.
+    pub fn resume_from(&self) -> u64 {
+        let mut at = self.floor;
+        while self.seqs.contains(&(at + 1)) {
+            at += 1;
+        }
+        at
+    }
 }
 
 pub async fn run(
@@ -50,10 +69,7 @@ pub async fn run(
         let (since, topic_since) = {
             let mut s = seen.lock().unwrap();
             s.sessions += 1;
-            (
-                s.seqs.last().copied().unwrap_or(0),
-                s.topic_seqs.last().copied().unwrap_or(0),
-            )
+            (s.resume_from(), s.topic_seqs.last().copied().unwrap_or(0))
         };
         c.send(json!({"type": "resume", "since": since})).await;
         if let Some(t) = &topic {
@@ -86,6 +102,11 @@ pub async fn run(
                     if personal {
                         c.ack(&id).await;
                     }
+                }
+                Some(Frame::Json(v)) if v["type"] == "resumed" && v["complete"] == true => {
+                    let head = v["seq"].as_u64().unwrap_or(0);
+                    let mut s = seen.lock().unwrap();
+                    s.floor = s.floor.max(head);
                 }
                 Some(Frame::Json(_)) => {}
                 Some(Frame::Close(code)) => {

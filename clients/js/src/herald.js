@@ -75,7 +75,12 @@ export class HeraldClient extends EventTarget {
   #ws = null;
   #token;
   #userId = null;
+  // Personal messages: every seq up to #lastSeq is had; seqs seen above it wait in #ahead
+  // (on a cluster a user's messages may arrive out of seq order), so a resume starts at
+  // the first gap, not past it.
   #lastSeq = 0;
+  #ahead = new Set();
+  #baseKnown = false;
   #topics = new Map(); // topic -> last seq seen
   #pendingTopic = null;
   #seen;
@@ -115,6 +120,25 @@ export class HeraldClient extends EventTarget {
   get userId() { return this.#userId; }
   /** The highest personal seq seen. */
   get lastSeq() { return this.#lastSeq; }
+
+  // Records personal seq `seq` as had (and, with `upTo`, every seq up to it).
+  #had(seq, upTo = 0) {
+    if (!this.#baseKnown) {
+      // Connected without a replay: what came before the first message is not wanted.
+      this.#lastSeq = Math.max(this.#lastSeq, seq - 1);
+      this.#baseKnown = true;
+    }
+    if (upTo > this.#lastSeq) this.#lastSeq = upTo;
+    if (seq > this.#lastSeq) this.#ahead.add(seq);
+    for (const s of this.#ahead) if (s <= this.#lastSeq) this.#ahead.delete(s);
+    while (this.#ahead.delete(this.#lastSeq + 1)) this.#lastSeq += 1;
+    if (this.#ahead.size > 10000) {
+      // A gap that never fills while connected: give it up.
+      this.#lastSeq = Math.max(...this.#ahead);
+      this.#ahead.clear();
+    }
+    this.#storage.setItem(this.#key("seq"), this.#lastSeq);
+  }
   get connected() { return this.#ws !== null && this.#ws.readyState === 1; }
 
   async connect() {
@@ -199,6 +223,7 @@ export class HeraldClient extends EventTarget {
         const stored = Number(this.#storage.getItem(this.#key("seq")) ?? 0);
         this.#lastSeq = Math.max(this.#lastSeq, stored);
         if (this.#lastSeq > 0 || (first && this.#opts.replayOnFirstConnect)) {
+          this.#baseKnown = true;
           this.#send({ type: "resume", since: this.#lastSeq });
         }
         for (const topic of this.#topics.keys()) {
@@ -222,10 +247,7 @@ export class HeraldClient extends EventTarget {
           this.#emit("topic", f);
           return;
         }
-        if (f.seq > this.#lastSeq) {
-          this.#lastSeq = f.seq;
-          this.#storage.setItem(this.#key("seq"), f.seq);
-        }
+        this.#had(f.seq);
         const repeat = this.#seen.has(f.id);
         if (this.#opts.autoAck) this.ack(f.id);
         if (repeat) return;
@@ -233,7 +255,11 @@ export class HeraldClient extends EventTarget {
         this.#emit("message", f);
         break;
       }
-      case "resumed": this.#emit("resumed", f); break;
+      case "resumed":
+        // A complete replay brought everything up to the head (or it expired).
+        if (f.complete) this.#had(0, f.seq);
+        this.#emit("resumed", f);
+        break;
       case "subscribed":
         if (f.seq > (this.#topics.get(f.topic) ?? 0)) this.#topics.set(f.topic, f.seq);
         this.#emit("subscribed", f);

@@ -21,8 +21,11 @@ pub enum RecipientSpec {
 pub struct InlineRecipient {
     pub user_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = r"^[^@\s]+@[^@\s]+$", max_length = 254)]
     pub email: Option<String>,
+    /// E.164.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = r"^\+[0-9]{6,15}$")]
     pub phone: Option<String>,
 }
 
@@ -535,6 +538,20 @@ pub struct TopicPublish {
     pub data: Option<serde_json::Value>,
 }
 
+impl TopicPublish {
+    /// One of `title`, `body` (not blank) or `data` (an object) is required.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.data.as_ref().is_some_and(|d| !d.is_object()) {
+            return Err("data must be a JSON object".into());
+        }
+        let blank = |s: &Option<String>| s.as_deref().is_none_or(|s| s.trim().is_empty());
+        if blank(&self.title) && blank(&self.body) && self.data.is_none() {
+            return Err("one of 'title', 'body' or 'data' is required".into());
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TopicAccepted {
     pub id: String,
@@ -548,6 +565,22 @@ mod tests {
 
     fn parse(v: serde_json::Value) -> SendRequest {
         serde_json::from_value(v).expect("parses")
+    }
+
+    #[test]
+    fn a_topic_message_needs_content_and_an_object_for_data() {
+        let t = |v: serde_json::Value| {
+            serde_json::from_value::<TopicPublish>(v)
+                .unwrap()
+                .validate()
+        };
+        assert_eq!(
+            t(json!({"title": "", "body": "", "data": [null, null]})),
+            Err("data must be a JSON object".into())
+        );
+        assert!(t(json!({"title": " ", "body": ""})).is_err());
+        assert!(t(json!({"data": {"k": 1}})).is_ok());
+        assert!(t(json!({"title": "Hi"})).is_ok());
     }
 
     #[test]

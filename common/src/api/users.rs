@@ -10,8 +10,11 @@ use super::{ChannelKind, validate_email, validate_phone};
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UserProfile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = r"^[^@\s]+@[^@\s]+$", max_length = 254)]
     pub email: Option<String>,
+    /// E.164.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = r"^\+[0-9]{6,15}$")]
     pub phone: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locale: Option<String>,

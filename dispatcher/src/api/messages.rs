@@ -157,12 +157,7 @@ pub(super) async fn publish_topic(
 ) -> Result<Response, ApiError> {
     let topic = path_param(topic)?;
     validate_topic(&topic).map_err(|e| ApiError::invalid(format!("topic '{topic}': {e}")))?;
-    let blank = |s: &Option<String>| s.as_deref().is_none_or(|s| s.trim().is_empty());
-    if blank(&req.title) && blank(&req.body) && req.data.as_ref().is_none_or(|d| d.is_null()) {
-        return Err(ApiError::invalid(
-            "one of 'title', 'body' or 'data' is required",
-        ));
-    }
+    req.validate().map_err(ApiError::invalid)?;
     let content = MessageContent {
         id: ulid::Ulid::generate().to_string(),
         title: req.title,

@@ -95,6 +95,35 @@ struct BearerAuth;
 impl utoipa::Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        // Every API-key route may answer 403: the key lacks the route's scope.
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if path.starts_with("/v1/me/") || path == "/v1/webpush/key" {
+                continue;
+            }
+            for op in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                op.responses.responses.entry("403".into()).or_insert_with(|| {
+                    utoipa::openapi::ResponseBuilder::new()
+                        .description("The API key lacks the scope this route needs (send, read or admin)")
+                        .content(
+                            "application/json",
+                            utoipa::openapi::ContentBuilder::new()
+                                .schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody")))
+                                .build(),
+                        )
+                        .build()
+                        .into()
+                });
+            }
+        }
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "api_key",
