@@ -164,6 +164,42 @@ test("a forbidden topic is dropped, the rest stays", async () => {
 });
 
 // De-duplication, without a server: a fake socket that repeats a message.
+test("resumes from the first gap when seqs arrive out of order", async () => {
+  // On a cluster a user's messages can reach a session out of seq order: 5 and 7 came,
+  // 6 did not (its in-app attempt met the gateway going down). The resume must ask from 5.
+  const sent = [];
+  const scripts = [
+    [{ type: "message", id: "m5", seq: 5 }, { type: "message", id: "m7", seq: 7 }],
+    [{ type: "message", id: "m6", seq: 6 }, { type: "resumed", seq: 9, replayed: 1, complete: true }],
+  ];
+  let n = 0;
+  class FakeSocket {
+    constructor() {
+      this.readyState = 1;
+      const script = scripts[n++] ?? [];
+      queueMicrotask(() => {
+        const frame = (f) => this.onmessage({ data: JSON.stringify(f) });
+        frame({ type: "welcome", session_id: `s${n}`, user_id: "u", heartbeat_s: 25 });
+        for (const f of script) frame({ title: "x", created_at: "now", ...f });
+      });
+    }
+    send(t) { sent.push(JSON.parse(t)); }
+    close() { this.readyState = 3; this.onclose?.({ code: 1000, reason: "" }); }
+  }
+  const c = new HeraldClient({ url: "ws://fake/ws", token: "t", WebSocket: FakeSocket, storage: new MemoryStorage() });
+  const got = collect(c, "message");
+  await c.connect();
+  await new Promise((r) => setTimeout(r, 10));
+  assert.equal(c.lastSeq, 5, "7 is ahead of a gap");
+  c.reconnectNow();
+  await until("the second session", () => n === 2 && sent.some((f) => f.type === "resume"));
+  await new Promise((r) => setTimeout(r, 10));
+  assert.deepEqual(sent.filter((f) => f.type === "resume").map((f) => f.since), [5]);
+  assert.deepEqual(got.map((m) => m.id), ["m5", "m7", "m6"]);
+  assert.equal(c.lastSeq, 9, "a complete resume covers up to its head");
+  c.close();
+});
+
 test("drops a repeated id but still acks it", async () => {
   const sent = [];
   class FakeSocket {
