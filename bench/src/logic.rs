@@ -84,24 +84,12 @@ pub struct LogicResults {
     pub deferred: Vec<DeferredRun>,
 }
 
-/// The template of the criterion bench (dispatcher/benches/templates.rs): five parts, a
-/// loop, currency, a date and a plural.
-fn template() -> Value {
-    json!({
-        "default_locale": "en",
-        "locales": {
-            "en": {
-                "title": "Order {{ order_id }} shipped",
-                "body": "Hi {{ name }}, your {{ items | length }} {{ items | length | plural(one='item', other='items') }} ship {{ shipped_at | date }}.",
-                "email": {
-                    "subject": "Order {{ order_id }} shipped",
-                    "html": "<p>Hi {{ name }},</p><ul>{% for i in items %}<li>{{ i.name }} × {{ i.qty }} — {{ i.price | currency('EUR') }}</li>{% endfor %}</ul><p>Total {{ total | currency('EUR') }}</p>"
-                },
-                "sms": {"text": "Order {{ order_id }} shipped: {{ items | length }} items, {{ total | currency('EUR') }}"}
-            },
-            "zh": {"title": "订单 {{ order_id }} 已发货", "body": "{{ name }}，您的订单已发货。"}
-        }
-    })
+/// The template of the criterion bench (dispatcher/benches/templates.rs), and its
+/// variables: five parts, a loop, currency, a date and a plural.
+const FIXTURE: &str = include_str!("../../tests/fixtures/template-order-shipped.json");
+
+fn fixture(part: &str) -> Value {
+    serde_json::from_str::<Value>(FIXTURE).map_or(Value::Null, |all| all[part].clone())
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -157,7 +145,7 @@ async fn ingest(opts: &Options, engine: &str) -> anyhow::Result<IngestPair> {
     let http = reqwest::Client::new();
     http.put(format!("{}/v1/templates/order_shipped", server.base))
         .bearer_auth(API_KEY)
-        .json(&template())
+        .json(&fixture("template"))
         .send()
         .await?
         .error_for_status()?;
@@ -167,9 +155,10 @@ async fn ingest(opts: &Options, engine: &str) -> anyhow::Result<IngestPair> {
             r#"{{"to":["offline{user}"],"title":"Order A-1042 shipped","body":"Hi Ada, your 3 items ship December 24, 2026.","channels":["in_app"]}}"#
         )
     });
-    let templated: BodyOf = Arc::new(|user| {
+    let vars = fixture("vars").to_string();
+    let templated: BodyOf = Arc::new(move |user| {
         format!(
-            r#"{{"to":["offline{user}"],"template":"order_shipped","vars":{{"order_id":"A-1042","name":"Ada Lovelace","shipped_at":"2026-12-24T09:00:00Z","total":129.5,"items":[{{"name":"Notebook","qty":2,"price":12.5}},{{"name":"Pen","qty":4,"price":3.0}},{{"name":"Lamp","qty":1,"price":92.5}}]}},"channels":["in_app"]}}"#
+            r#"{{"to":["offline{user}"],"template":"order_shipped","vars":{vars},"channels":["in_app"]}}"#
         )
     });
     let window = Duration::from_secs(opts.secs);

@@ -6,33 +6,20 @@ use std::hint::black_box;
 use criterion::{Criterion, criterion_group, criterion_main};
 use herald_dispatcher::stages::templates::{Compiled, Recipient};
 
+/// The template and variables `herald-bench logic` sends too.
+const FIXTURE: &str = include_str!("../../tests/fixtures/template-order-shipped.json");
+
+fn fixture(part: &str) -> serde_json::Value {
+    let all: serde_json::Value = serde_json::from_str(FIXTURE).expect("the fixture is JSON");
+    all[part].clone()
+}
+
 fn spec() -> herald_common::api::TemplateSpec {
-    serde_json::from_value(serde_json::json!({
-        "default_locale": "en",
-        "locales": {
-            "en": {
-                "title": "Order {{ order_id }} shipped",
-                "body": "Hi {{ name }}, your {{ items | length }} {{ items | length | plural(one='item', other='items') }} ship {{ shipped_at | date }}.",
-                "email": {
-                    "subject": "Order {{ order_id }} shipped",
-                    "html": "<p>Hi {{ name }},</p><ul>{% for i in items %}<li>{{ i.name }} × {{ i.qty }} — {{ i.price | currency('EUR') }}</li>{% endfor %}</ul><p>Total {{ total | currency('EUR') }}</p>"
-                },
-                "sms": {"text": "Order {{ order_id }} shipped: {{ items | length }} items, {{ total | currency('EUR') }}"}
-            },
-            "zh": {"title": "订单 {{ order_id }} 已发货", "body": "{{ name }}，您的订单已发货。"}
-        }
-    }))
-    .expect("spec")
+    serde_json::from_value(fixture("template")).expect("spec")
 }
 
 fn vars() -> serde_json::Map<String, serde_json::Value> {
-    let v = serde_json::json!({
-        "order_id": "A-1042", "name": "Ada Lovelace", "shipped_at": "2026-12-24T09:00:00Z",
-        "total": 129.5,
-        "items": [{"name": "Notebook", "qty": 2, "price": 12.5}, {"name": "Pen", "qty": 4, "price": 3.0},
-                  {"name": "Lamp", "qty": 1, "price": 92.5}]
-    });
-    v.as_object().cloned().unwrap_or_default()
+    fixture("vars").as_object().cloned().unwrap_or_default()
 }
 
 fn bench(c: &mut Criterion) {

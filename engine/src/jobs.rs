@@ -144,20 +144,16 @@ impl JobIndex {
 
     /// A job goes into the queue; `false` if it was stopped meanwhile (it is dropped).
     fn queue(&self, id: &str, idx: u32) -> bool {
-        let Ok(mut p) = self.places.lock() else {
-            return true;
-        };
-        let key = Self::key(id, idx);
-        if p.get(&key) == Some(&Place::Stopped) {
-            p.remove(&key);
-            return false;
-        }
-        p.insert(key, Place::Queued);
-        true
+        self.move_to(id, idx, Place::Queued)
     }
 
     /// A worker takes a job; `false` if it was stopped (it is skipped).
     fn start(&self, id: &str, idx: u32) -> bool {
+        self.move_to(id, idx, Place::Running)
+    }
+
+    /// The job is now at `place`, unless it was stopped: then it is forgotten and `false`.
+    fn move_to(&self, id: &str, idx: u32, place: Place) -> bool {
         let Ok(mut p) = self.places.lock() else {
             return true;
         };
@@ -166,7 +162,7 @@ impl JobIndex {
             p.remove(&key);
             return false;
         }
-        p.insert(key, Place::Running);
+        p.insert(key, place);
         true
     }
 

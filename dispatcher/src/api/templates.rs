@@ -174,17 +174,7 @@ pub(super) async fn preview_template(
             })?,
     };
     let vars = req.vars.unwrap_or_default();
-    let missing = compiled.missing(&vars);
-    if !missing.is_empty() {
-        return Err(ApiError::invalid(format!(
-            "template '{name}' uses {} that 'vars' does not give",
-            missing
-                .iter()
-                .map(|v| format!("'{v}'"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )));
-    }
+    compiled.check_vars(&vars).map_err(ApiError::invalid)?;
     let locale = compiled.pick_locale(&[req.locale.as_deref()]).to_string();
     let timezone = req.timezone.as_deref().unwrap_or("UTC");
     let rendered = compiled

@@ -200,17 +200,7 @@ impl Pipeline {
                 return Err(AcceptError::Invalid(format!("template '{name}': {why}")));
             }
         };
-        let missing = compiled.missing(vars);
-        if !missing.is_empty() {
-            return Err(AcceptError::Invalid(format!(
-                "template '{name}' uses {} that 'vars' does not give",
-                missing
-                    .iter()
-                    .map(|v| format!("'{v}'"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
+        compiled.check_vars(vars).map_err(AcceptError::Invalid)?;
         let locale = compiled
             .pick_locale(&[record.locale.as_deref()])
             .to_string();

@@ -209,6 +209,27 @@ impl Compiled {
             .collect()
     }
 
+    /// `Err` naming every variable the template uses that `vars` does not give (the 400 of
+    /// an accept and of a preview).
+    pub fn check_vars(
+        &self,
+        vars: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), String> {
+        let missing = self.missing(vars);
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(format!(
+            "template '{}' uses {} that 'vars' does not give",
+            self.name,
+            missing
+                .iter()
+                .map(|v| format!("'{v}'"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    }
+
     /// The locale to render for: the first of `wanted` (profile, then message) that the
     /// template has — each with its BCP 47 fallback — else its default.
     pub fn pick_locale(&self, wanted: &[Option<&str>]) -> &str {
