@@ -125,6 +125,7 @@ async fn start_dispatcher(
                 bus: Arc::clone(&bus),
                 subjects: subjects.clone(),
             }),
+            hooks: Arc::new(herald_engine::nats::NatsHooks::new(parts.engine.clone()).await?),
         },
         shutdown.clone(),
     )

@@ -88,6 +88,7 @@ pub async fn run(
             bus: Arc::clone(&bus),
             queue: Arc::new(queue),
             presence: Arc::new(LocalPresence(gateway.hub())),
+            hooks: store.clone(),
         },
         shutdown.clone(),
     )

@@ -127,6 +127,11 @@ impl Alerts {
         );
     }
 
+    /// A status webhook was disabled: an event's retries were used up.
+    pub fn webhook_disabled(&self, id: &str, reason: &str) {
+        self.raise("webhook_disabled", json!({"webhook": id, "reason": reason}));
+    }
+
     fn raise(&self, kind: &'static str, details: Value) {
         metrics::counter!("herald_alerts_total", "kind" => kind).increment(1);
         tracing::warn!(alert = kind, details = %details, "alert");

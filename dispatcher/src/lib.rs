@@ -13,6 +13,7 @@ pub mod ordering;
 pub mod pipeline;
 pub mod scheduler;
 pub mod stages;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,6 +63,7 @@ pub struct Engine {
     pub bus: Arc<dyn Bus>,
     pub queue: Arc<dyn JobQueue>,
     pub presence: Arc<dyn PresenceSource>,
+    pub hooks: Arc<dyn herald_engine::Webhooks>,
 }
 
 /// A running dispatcher: delivery workers plus the API router.
@@ -239,6 +241,22 @@ impl Dispatcher {
         let subjects = Subjects::new(config.nats_prefix.clone());
         let providers = Registry::default();
         let (channels, webpush_key) = channels_from(config, &engine, subjects.clone(), &providers)?;
+        let tracker = TaskTracker::new();
+        let hook_client = channels::ClientOptions {
+            timeout: config.webhooks.timeout,
+            ca_file: config.tls_ca_file.clone(),
+        }
+        .build(false)
+        .map_err(|e| StartError::Client(e.to_string()))?;
+        let hooks = webhooks::Hooks::start(
+            Arc::clone(&engine.hooks),
+            hook_client,
+            config.webhooks.clone(),
+            alerts::Alerts::new(config.alerts.clone()),
+            shutdown.clone(),
+            &tracker,
+        )
+        .await?;
         let pipeline = Pipeline::new(
             PipelineParts {
                 store: Arc::clone(&engine.store),
@@ -246,6 +264,7 @@ impl Dispatcher {
                 slots: Arc::clone(&engine.slots),
                 bus: Arc::clone(&engine.bus),
                 queue: Arc::clone(&engine.queue),
+                hooks: Some(Arc::clone(&hooks)),
             },
             subjects.clone(),
             channels,
@@ -261,7 +280,6 @@ impl Dispatcher {
                 caps: config.caps.clone(),
             },
         );
-        let tracker = TaskTracker::new();
         metrics::describe();
         tracker.spawn(metrics::sample(
             Arc::clone(&engine.queue),
@@ -297,6 +315,7 @@ impl Dispatcher {
                 .as_ref()
                 .map(|s| herald_common::auth::TokenMinter::hs256(s.expose())),
             public_ws_url: config.public_ws_url.clone(),
+            hooks,
         });
         let (tx, rx) = mpsc::channel(4096);
         let sub = engine

@@ -65,11 +65,35 @@ pub trait Settler: Send + Sync {
 pub struct Lease {
     pub job: Job,
     settler: Box<dyn Settler>,
+    /// Set when the job was found already final on a redelivery: the dispatcher that
+    /// recorded it may have died before announcing it, so it is announced again (with the
+    /// same `webhook-id`s) and settled.
+    pub finished: Option<Finished>,
+}
+
+/// The final status of a job found final.
+#[derive(Debug, Clone, Copy)]
+pub struct Finished {
+    pub status: herald_common::api::RecipientStatus,
+    pub channel: Option<herald_common::api::ChannelKind>,
 }
 
 impl Lease {
     pub fn new(job: Job, settler: Box<dyn Settler>) -> Lease {
-        Lease { job, settler }
+        Lease {
+            job,
+            settler,
+            finished: None,
+        }
+    }
+
+    /// A job found final, to be announced again and settled.
+    pub fn finished(job: Job, settler: Box<dyn Settler>, finished: Finished) -> Lease {
+        Lease {
+            job,
+            settler,
+            finished: Some(finished),
+        }
     }
 
     pub async fn settle(self, how: Settle) {

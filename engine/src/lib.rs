@@ -6,13 +6,15 @@
 //! one (cluster engine). The contract tests in `tests/` run against every implementation.
 
 pub mod bus;
+pub mod hooks;
 pub mod jobs;
 pub mod memory_bus;
 pub mod sqlite;
 pub mod store;
 
 pub use bus::{Bus, BusError, BusMsg, PendingReply, RequestError, Subscription};
-pub use jobs::{Job, JobIndex, JobQueue, Lease, LocalQueue, Settle};
+pub use hooks::{HookAttempt, HookDelivery, HookLease, HookSettle, WebhookRecord, Webhooks};
+pub use jobs::{Finished, Job, JobIndex, JobQueue, Lease, LocalQueue, Settle};
 pub use memory_bus::MemoryBus;
 pub use sqlite::SqliteStore;
 pub use store::{DeviceRecord, Devices, History, HistoryPage, SlotTaken, Slots, Store, StoreError};

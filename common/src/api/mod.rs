@@ -53,11 +53,13 @@ mod devices;
 mod messages;
 mod templates;
 mod users;
+mod webhooks;
 
 pub use devices::*;
 pub use messages::*;
 pub use templates::*;
 pub use users::*;
+pub use webhooks::*;
 
 string_enum!(
     /// A delivery channel (SPEC §7). A new channel is added here and in the dispatcher's

@@ -100,6 +100,9 @@ pub const ENV_UNSUBSCRIBE_SECRET: &str = "HERALD_UNSUBSCRIBE_SECRET";
 pub const ENV_DKIM_KEY_FILE: &str = "HERALD_DKIM_KEY_FILE";
 pub const ENV_DKIM_SELECTOR: &str = "HERALD_DKIM_SELECTOR";
 pub const ENV_DKIM_DOMAIN: &str = "HERALD_DKIM_DOMAIN";
+pub const ENV_WEBHOOK_RETRY_SCHEDULE: &str = "HERALD_WEBHOOK_RETRY_SCHEDULE";
+pub const ENV_WEBHOOK_TIMEOUT_MS: &str = "HERALD_WEBHOOK_TIMEOUT_MS";
+pub const ENV_WEBHOOK_CONCURRENCY: &str = "HERALD_WEBHOOK_CONCURRENCY";
 // Secrets from files: each names a file holding the setting without `_FILE`.
 pub const ENV_API_KEYS_FILE: &str = "HERALD_API_KEYS_FILE";
 pub const ENV_JWT_SECRET_FILE: &str = "HERALD_JWT_SECRET_FILE";
@@ -190,11 +193,49 @@ const SETTINGS: &[(&str, Option<&str>)] = &[
     (ENV_DKIM_KEY_FILE, None),
     (ENV_DKIM_SELECTOR, None),
     (ENV_DKIM_DOMAIN, None),
+    (ENV_WEBHOOK_RETRY_SCHEDULE, Some("5s,5m,30m,2h,5h,10h,10h")),
+    (ENV_WEBHOOK_TIMEOUT_MS, Some("10000")),
+    (ENV_WEBHOOK_CONCURRENCY, Some("64")),
     (ENV_API_KEYS_FILE, None),
     (ENV_JWT_SECRET_FILE, None),
     (ENV_SMTP_URL_FILE, None),
     (ENV_SMS_TOKEN_FILE, None),
 ];
+
+/// How status webhooks are delivered.
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    /// The wait before each retry; a delivery is given up (and its webhook disabled)
+    /// after the last. The default adds up to 27 h 35 min.
+    pub retry_schedule: Vec<Duration>,
+    /// How long one POST may take.
+    pub timeout: Duration,
+    /// POSTs in flight per webhook per dispatcher.
+    pub concurrency: usize,
+}
+
+/// A duration like `250ms`, `5s`, `30m`, `2h` or `1d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("'{text}' is not a duration like 250ms, 5s, 30m, 2h or 1d"))?;
+    let ms = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => {
+            return Err(format!(
+                "'{text}' is not a duration like 250ms, 5s, 30m, 2h or 1d"
+            ));
+        }
+    };
+    Ok(Duration::from_millis(n.saturating_mul(ms)))
+}
 
 /// DKIM signing (RFC 6376): the private key (PEM, RSA), the selector its public key is
 /// published under, and the signing domain (default: each relay's sender domain).
@@ -318,6 +359,7 @@ pub struct Config {
     pub tls_ca_file: Option<PathBuf>,
     /// DKIM signing of every mail, when a key is configured.
     pub dkim: Option<DkimSettings>,
+    pub webhooks: WebhookSettings,
     pub max_devices_per_user: usize,
     pub caps: Vec<CapConfig>,
     /// Browser origins allowed to call `/v1/me/…` with a client token (`*`: any).
@@ -789,6 +831,16 @@ impl Config {
                 None => None,
             },
             unsubscribe_secret: raw.get(ENV_UNSUBSCRIBE_SECRET).map(Secret::new),
+            webhooks: WebhookSettings {
+                retry_schedule: raw
+                    .list(ENV_WEBHOOK_RETRY_SCHEDULE)
+                    .iter()
+                    .map(|d| parse_duration(d))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| ConfigError(format!("{ENV_WEBHOOK_RETRY_SCHEDULE}: {e}")))?,
+                timeout: ms(ENV_WEBHOOK_TIMEOUT_MS)?,
+                concurrency: raw.positive(ENV_WEBHOOK_CONCURRENCY)?.min(1024) as usize,
+            },
             dkim: match (raw.get(ENV_DKIM_KEY_FILE), raw.get(ENV_DKIM_SELECTOR)) {
                 (None, None) => None,
                 (Some(key), Some(selector)) => {

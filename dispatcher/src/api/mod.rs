@@ -11,6 +11,7 @@ mod operations;
 mod templates;
 mod unsubscribe;
 mod users;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -40,6 +41,7 @@ use messages::*;
 use operations::*;
 use templates::*;
 use users::*;
+use webhooks::*;
 
 /// Answers "how many live sessions does this user have", across the deployment.
 #[async_trait]
@@ -74,6 +76,7 @@ pub struct ApiState {
     pub cors_origins: Vec<String>,
     /// Checks unsubscribe links (when a public URL is configured).
     pub unsubscribe: Option<crate::stages::unsubscribe::Unsubscribe>,
+    pub hooks: Arc<crate::webhooks::Hooks>,
 }
 
 pub(crate) type St = State<Arc<ApiState>>;
@@ -84,7 +87,8 @@ pub(crate) type St = State<Arc<ApiState>>;
     info(title = "Herald", description = "One API to reach users in the app, by email and by SMS."),
     paths(send_message, list_messages, get_message, publish_topic, put_user, get_user, delete_user, presence, dead_letters, stats, mint_token,
         put_device, list_devices, delete_device, put_my_device, list_my_devices, delete_my_device, webpush_key,
-        cancel_message, cancel_by_key, put_template, get_template, delete_template, list_templates, preview_template),
+        cancel_message, cancel_by_key, put_template, get_template, delete_template, list_templates, preview_template,
+        create_webhook, list_webhooks, get_webhook, delete_webhook, enable_webhook, webhook_deliveries),
     modifiers(&BearerAuth),
     security(("api_key" = [])),
 )]
@@ -211,6 +215,10 @@ fn v1_router(state: Arc<ApiState>) -> Router {
             put(put_device).delete(delete_device),
         )
         .route("/v1/dead-letters", get(dead_letters))
+        .route("/v1/webhooks", post(create_webhook).get(list_webhooks))
+        .route("/v1/webhooks/{id}", get(get_webhook).delete(delete_webhook))
+        .route("/v1/webhooks/{id}/enable", post(enable_webhook))
+        .route("/v1/webhooks/{id}/deliveries", get(webhook_deliveries))
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&state),
             require_api_key,
@@ -223,14 +231,15 @@ fn v1_router(state: Arc<ApiState>) -> Router {
 pub struct Sender(pub String);
 
 /// The scope a route needs (SPEC §11): sending and cancelling is `send`; reading (and
-/// previews) `read`; changing users, devices and templates, and minting client tokens,
-/// `admin`.
+/// previews) `read`; changing users, devices and templates, minting client tokens, and
+/// anything about webhooks (their URLs may hold tokens), `admin`.
 pub fn scope_of(method: &axum::http::Method, path: &str) -> Scope {
     use axum::http::Method;
     let sends = path == "/v1/messages"
         || path.starts_with("/v1/messages/")
         || (path.starts_with("/v1/topics/") && path.ends_with("/messages"));
     match (method, path) {
+        (_, p) if p == "/v1/webhooks" || p.starts_with("/v1/webhooks/") => Scope::Admin,
         (&Method::GET | &Method::HEAD, _) => Scope::Read,
         (_, p) if p.ends_with("/preview") => Scope::Read,
         (&Method::POST | &Method::DELETE, _) if sends => Scope::Send,

@@ -81,6 +81,8 @@ pub struct Pipeline {
     /// Each template's latest version as last read, and when: accepts within
     /// [`LATEST_FRESH`] of a read do not ask the store again.
     latest: std::sync::Mutex<std::collections::HashMap<String, (u32, std::time::Instant)>>,
+    /// Status webhooks, when the engine has them.
+    hooks: Option<Arc<crate::webhooks::Hooks>>,
 }
 
 /// The parts of the engine a pipeline uses.
@@ -90,6 +92,7 @@ pub struct PipelineParts {
     pub slots: Arc<dyn Slots>,
     pub bus: Arc<dyn Bus>,
     pub queue: Arc<dyn JobQueue>,
+    pub hooks: Option<Arc<crate::webhooks::Hooks>>,
 }
 
 /// What this dispatcher has done since it started (`GET /v1/stats`).
@@ -155,6 +158,7 @@ impl Pipeline {
             cache: templates::Cache::default(),
             shared: content::Shared::default(),
             latest: std::sync::Mutex::new(std::collections::HashMap::new()),
+            hooks: parts.hooks,
         })
     }
 
@@ -193,6 +197,20 @@ impl Pipeline {
 
     /// Runs one recipient's delivery until it finishes or waits for a retry.
     async fn deliver(self: Arc<Self>, lease: Lease, turn: Turn) {
+        if let Some(done) = lease.finished {
+            if let Some(r) = lease
+                .job
+                .message
+                .recipients
+                .get(lease.job.state.idx as usize)
+            {
+                let id = &lease.job.message.id;
+                self.announce(id, &r.user_id, done.status.into(), done.channel, now_ms())
+                    .await;
+            }
+            lease.settle(Settle::Done).await;
+            return;
+        }
         let message = Arc::clone(&lease.job.message);
         let st = lease.job.state.clone();
         let settle = self.run_job(&message, st, &turn).await;

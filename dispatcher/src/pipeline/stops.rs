@@ -105,7 +105,8 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Publishes a status event on `<prefix>.events.<status>`.
+    /// Publishes a status event on `<prefix>.events.<status>` and queues it for the status
+    /// webhooks that want it.
     pub(super) async fn announce(
         &self,
         id: &str,
@@ -124,8 +125,12 @@ impl Pipeline {
         let Ok(payload) = serde_json::to_vec(&event) else {
             return;
         };
+        let payload = Bytes::from(payload);
+        if let Some(hooks) = &self.hooks {
+            hooks.announce(status.as_str(), id, user_id, &payload).await;
+        }
         let subject = self.subjects.event(status.as_str());
-        if let Err(e) = self.bus.publish(&subject, Bytes::from(payload)).await {
+        if let Err(e) = self.bus.publish(&subject, payload).await {
             tracing::warn!(message_id = %id, error = %e, "could not publish status event");
         }
     }

@@ -158,3 +158,17 @@ pub(crate) async fn create_json<T: Serialize>(
         Err(e) => Err(backend("kv create", e)),
     }
 }
+
+/// Writes `key`, whatever it held.
+pub(crate) async fn put_json<T: Serialize>(
+    store: &kv::Store,
+    key: &str,
+    value: &T,
+) -> StoreResult<()> {
+    let bytes = Bytes::from(serde_json::to_vec(value).map_err(|e| corrupt(key, e))?);
+    store
+        .put(key, bytes)
+        .await
+        .map(|_| ())
+        .map_err(|e| backend("kv write", e))
+}

@@ -8,12 +8,15 @@
 //! | inboxes (`<p>.inbox.<user>`) | stream `<P>_INBOX`, per-subject limit = inbox size, max age |
 //! | topic histories (`<p>.history.<topic>`) | stream `<P>_TOPICS`, per-subject limit |
 //! | dead letters (`<p>.dead`) | stream `<P>_DEAD`, 30 days |
+//! | webhook deliveries (`<p>.hooks.<webhook>`) | stream `<P>_HOOKS` (work queue), one durable consumer per webhook |
+//! | webhook delivery logs (`<p>.hooklog.<webhook>`) | stream `<P>_HOOKLOG`, per-subject limit, 30 days |
 //! | message records, recipient states, users, idempotency keys, seq heads, devices, slots | key-value buckets |
 //!
 //! Every stream and bucket is created (or updated) on start, with the configured replicas.
 
 pub mod bus;
 mod devices;
+pub mod hooks;
 mod kv_json;
 pub mod queue;
 pub mod store;
@@ -26,6 +29,7 @@ use herald_common::subjects::Subjects;
 
 use crate::StoreError;
 pub use bus::NatsBus;
+pub use hooks::NatsHooks;
 pub use queue::JetStreamQueue;
 pub use store::NatsStore;
 
@@ -68,6 +72,9 @@ pub struct Names {
     pub slots: String,
     pub cancel_keys: String,
     pub templates: String,
+    pub hooks: String,
+    pub hook_log: String,
+    pub webhooks: String,
 }
 
 impl Names {
@@ -91,6 +98,9 @@ impl Names {
             slots: format!("{low}_slots"),
             cancel_keys: format!("{low}_cancel_keys"),
             templates: format!("{low}_templates"),
+            hooks: format!("{up}_HOOKS"),
+            hook_log: format!("{up}_HOOKLOG"),
+            webhooks: format!("{low}_webhooks"),
         }
     }
 }
@@ -123,6 +133,8 @@ pub struct Buckets {
     pub cancel_keys: kv::Store,
     /// Template heads (`h.<name>`) and versions (`v.<name>.<version>`).
     pub templates: kv::Store,
+    /// Status webhooks, by id.
+    pub webhooks: kv::Store,
 }
 
 fn unavailable(what: &str, e: impl std::fmt::Display) -> StoreError {
@@ -205,6 +217,12 @@ async fn setup_streams(
         work(&names.send, subjects.send()),
         work(&names.ingest, subjects.ingest()),
         work(&names.jobs, format!("{}.jobs.*", subjects.prefix())),
+        work(&names.hooks, format!("{}.hooks.*", subjects.prefix())),
+        stream::Config {
+            max_messages_per_subject: crate::hooks::LOG_LIMIT as i64,
+            max_age: Duration::from_secs(30 * 86_400),
+            ..base(&names.hook_log, format!("{}.hooklog.*", subjects.prefix()))
+        },
         stream::Config {
             max_messages_per_subject: o.inbox_limit as i64,
             max_age: o.inbox_max_age,
@@ -278,6 +296,7 @@ async fn setup_buckets(
         (&names.slots, day * 31),
         (&names.cancel_keys, day * 400),
         (&names.templates, Duration::ZERO),
+        (&names.webhooks, Duration::ZERO),
     ]
     .map(|(name, age)| {
         let config = bucket(name, age);
@@ -311,5 +330,6 @@ async fn setup_buckets(
         slots: next()?,
         cancel_keys: next()?,
         templates: next()?,
+        webhooks: next()?,
     })
 }

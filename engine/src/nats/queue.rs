@@ -23,7 +23,7 @@ use super::store::{
     IngestRecord, NatsStore, RecipientEntry, backend, create_json, get_json_confirmed, modify,
     recipient_key,
 };
-use crate::jobs::{Job, JobQueue, LANES, Lease, Settle, Settler};
+use crate::jobs::{Finished, Job, JobQueue, LANES, Lease, Settle, Settler};
 use crate::store::{JobState, MessageRecord, StoreResult};
 
 /// A job on a lane subject: which recipient of which message.
@@ -81,7 +81,7 @@ const PULL_BATCH: usize = 64;
 
 /// What the consumer has for us now: waits (up to 5 s at a time) for the first message,
 /// then takes whatever else is available, up to `max`. `None` once `shutdown` fires.
-async fn fetch_batch(
+pub(super) async fn fetch_batch(
     consumer: &Consumer,
     max: usize,
     shutdown: &CancellationToken,
@@ -359,6 +359,18 @@ impl Settler for NatsSettler {
     }
 }
 
+/// Settles a job that needs no lease kept: acked either way.
+struct AckSettler(Message);
+
+#[async_trait]
+impl Settler for AckSettler {
+    async fn settle(self: Box<Self>, _message: Arc<MessageRecord>, _idx: u32, _how: Settle) {
+        if let Err(e) = self.0.ack().await {
+            tracing::warn!(error = %e, "could not settle a job; it will be redelivered");
+        }
+    }
+}
+
 #[async_trait]
 impl JobQueue for Arc<JetStreamQueue> {
     async fn depths(&self) -> [u64; LANES] {
@@ -449,9 +461,24 @@ impl JetStreamQueue {
             }
         };
         let Some(state) = entry.job else {
-            // Already final (a redelivery after the ack was lost).
-            let _ = msg.ack().await;
-            return None;
+            // Already final: a redelivery after the ack was lost, or after the dispatcher
+            // that finished it died, perhaps before announcing it: announce it again.
+            let redelivered = msg.info().map_or(0, |i| i.delivered) > 1;
+            if !redelivered || !entry.status.is_final() {
+                let _ = msg.ack().await;
+                return None;
+            }
+            return Some(Lease::finished(
+                Job {
+                    message: record,
+                    state: JobState::start(job.idx, now),
+                },
+                Box::new(AckSettler(msg)),
+                Finished {
+                    status: entry.status,
+                    channel: entry.channel,
+                },
+            ));
         };
         let early = state.due_at - now_ms();
         if early > 20 {

@@ -7,10 +7,12 @@
 //! run beside the writer).
 //!
 //! By concept: `messages` (the `Store`: messages, recipients, attempts, jobs, users),
-//! `history` (inboxes and topic histories), `devices`, `slots`.
+//! `history` (inboxes and topic histories), `devices`, `slots`, `templates`, `hooks` (status
+//! webhooks).
 
 mod devices;
 mod history;
+mod hooks;
 mod messages;
 mod slots;
 mod templates;
@@ -69,6 +71,8 @@ pub struct SqliteStore {
     /// Where the embedded queue's jobs are (waiting, running, stopped): shared with the
     /// `LocalQueue`, so a stop is decided under the same lock as a job's start.
     index: Arc<crate::jobs::JobIndex>,
+    /// Webhook deliveries waiting, per webhook (their rows are in `hook_deliveries`).
+    hooks: Arc<crate::hooks::HookLanes>,
 }
 
 pub(super) fn backend(e: rusqlite::Error) -> StoreError {
@@ -197,6 +201,27 @@ CREATE TABLE IF NOT EXISTS slots (
     PRIMARY KEY (key, token)
 ) WITHOUT ROWID;
 "#,
+    // 3: status webhooks, their queued deliveries and their delivery logs.
+    r#"
+CREATE TABLE IF NOT EXISTS webhooks (
+    id TEXT PRIMARY KEY,
+    record TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS hook_deliveries (
+    id TEXT NOT NULL,
+    webhook TEXT NOT NULL,
+    body BLOB NOT NULL,
+    attempt INTEGER NOT NULL,
+    due_at INTEGER NOT NULL,
+    PRIMARY KEY (webhook, id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS hook_log (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    webhook TEXT NOT NULL,
+    entry TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS hook_log_by_webhook ON hook_log (webhook, seq);
+"#,
 ];
 
 /// Creates the tables of a new database and brings an older one up to date.
@@ -248,6 +273,7 @@ impl SqliteStore {
         let conn = open_connection(&path, &options)
             .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
         migrate(&conn).map_err(backend)?;
+        let hooks = Arc::new(hooks::load(&conn).map_err(backend)?);
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         std::thread::Builder::new()
             .name("herald-sqlite-writer".into())
@@ -270,6 +296,7 @@ impl SqliteStore {
             readers,
             options,
             index: Arc::default(),
+            hooks,
         })
     }
 
