@@ -92,7 +92,7 @@ fn fixture(part: &str) -> Value {
     serde_json::from_str::<Value>(FIXTURE).map_or(Value::Null, |all| all[part].clone())
 }
 
-fn median(v: &[f64]) -> f64 {
+pub(crate) fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(0.0)
@@ -102,16 +102,17 @@ fn mb(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
-struct Server {
-    herald: Child,
-    nats: Option<Child>,
-    base: String,
+pub(crate) struct Server {
+    pub herald: Child,
+    pub nats: Option<Child>,
+    pub base: String,
 }
 
-async fn start(
+/// Herald on `engine` (with its own nats-server on `cluster`), ready.
+pub(crate) async fn start(
     engine: &str,
     name: &str,
-    opts: &Options,
+    herald_bin: &Option<PathBuf>,
     extra: &[(&str, &str)],
 ) -> anyhow::Result<Server> {
     let dir = scratch(&format!("logic-{name}-{engine}"));
@@ -124,7 +125,7 @@ async fn start(
         nats = Some(child);
     }
     let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let (herald, addr) = start_herald_in(&dir, &opts.herald_bin, &pairs).await?;
+    let (herald, addr) = start_herald_in(&dir, herald_bin, &pairs).await?;
     let base = format!("http://{addr}");
     let deadline = Instant::now() + Duration::from_secs(60);
     while !reqwest::get(format!("{base}/readyz"))
@@ -141,7 +142,7 @@ async fn start(
 }
 
 async fn ingest(opts: &Options, engine: &str) -> anyhow::Result<IngestPair> {
-    let server = start(engine, "ingest", opts, &[]).await?;
+    let server = start(engine, "ingest", &opts.herald_bin, &[]).await?;
     let http = reqwest::Client::new();
     http.put(format!("{}/v1/templates/order_shipped", server.base))
         .bearer_auth(API_KEY)
@@ -215,7 +216,13 @@ fn quiet_window() -> String {
 
 async fn deferred(opts: &Options, engine: &str) -> anyhow::Result<DeferredRun> {
     let window = quiet_window();
-    let server = start(engine, "deferred", opts, &[("HERALD_QUIET_HOURS", &window)]).await?;
+    let server = start(
+        engine,
+        "deferred",
+        &opts.herald_bin,
+        &[("HERALD_QUIET_HOURS", &window)],
+    )
+    .await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let herald_pid = server.herald.id().unwrap_or(0);
     let nats_pid = server.nats.as_ref().and_then(|n| n.id());

@@ -10,6 +10,7 @@
 //!   herald-bench ws-lib-server --lib …             the same broadcast server per WebSocket library
 
 mod controller;
+mod hooks;
 mod logic;
 mod procstat;
 mod proto;
@@ -45,6 +46,9 @@ enum Command {
     /// What templates cost at ingest, and what deferred recipients hold (writes logic.json
     /// and logic.md in `--out`).
     Logic(logic::Options),
+    /// Status webhook callbacks/s per engine against a local receiver, and ingest with a
+    /// webhook against without (writes webhooks.json and webhooks.md in `--out`).
+    Webhooks(hooks::Options),
     /// The FCM and APNs mocks of `push` (spawned by it).
     PushMock {
         #[arg(long)]
@@ -100,7 +104,11 @@ fn main() -> anyhow::Result<()> {
         | Command::RawServer { .. }
         | Command::WsLibServer { .. }
         | Command::PushMock { .. } => 2,
-        Command::All(_) | Command::Report { .. } | Command::Push(_) | Command::Logic(_) => 2,
+        Command::All(_)
+        | Command::Report { .. }
+        | Command::Push(_)
+        | Command::Logic(_)
+        | Command::Webhooks(_) => 2,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
@@ -111,6 +119,7 @@ fn main() -> anyhow::Result<()> {
             Command::All(opts) => controller::run_all(opts).await,
             Command::Push(opts) => push::run(opts).await,
             Command::Logic(opts) => logic::run(opts).await,
+            Command::Webhooks(opts) => hooks::run(opts).await,
             Command::PushMock { port } => push::run_mock(port).await,
             Command::Report { out } => {
                 let json = std::fs::read_to_string(out.join("results.json"))?;

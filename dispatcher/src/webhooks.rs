@@ -344,8 +344,7 @@ impl Hooks {
             error: error.clone(),
             duration_ms: started.elapsed().as_millis() as u64,
         };
-        self.store.log_hook(&hook.id, &entry).await;
-        lease.settle(settle).await;
+        lease.settle(settle, entry).await;
         if outcome == "failed" {
             let reason = format!(
                 "delivery {} failed {attempt} times over the retry schedule; last: {}",

@@ -70,7 +70,9 @@ pub enum HookSettle {
 
 #[async_trait]
 pub trait HookSettler: Send + Sync {
-    async fn settle(self: Box<Self>, how: HookSettle);
+    /// Settles the delivery and adds `attempt` to the webhook's log (one write where the
+    /// engine can).
+    async fn settle(self: Box<Self>, how: HookSettle, attempt: HookAttempt);
 }
 
 /// A delivery handed to one worker; `attempt` counts from 1.
@@ -89,8 +91,9 @@ impl HookLease {
         }
     }
 
-    pub async fn settle(self, how: HookSettle) {
-        self.settler.settle(how).await
+    /// Settles the delivery, logging what this attempt came to.
+    pub async fn settle(self, how: HookSettle, attempt: HookAttempt) {
+        self.settler.settle(how, attempt).await
     }
 }
 
@@ -136,8 +139,6 @@ pub trait Webhooks: Send + Sync + 'static {
     ) -> Option<Vec<HookLease>>;
     /// Deliveries waiting or being attempted for `webhook`.
     async fn hook_backlog(&self, webhook: &str) -> StoreResult<u64>;
-    /// Adds to the delivery log (best effort: a lost line loses no callback).
-    async fn log_hook(&self, webhook: &str, attempt: &HookAttempt);
     /// The newest `limit` attempts, newest first.
     async fn hook_log(&self, webhook: &str, limit: usize) -> StoreResult<Vec<HookAttempt>>;
     /// Returns when the list of webhooks may have changed through another process (the

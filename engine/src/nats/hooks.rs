@@ -104,16 +104,30 @@ impl NatsHooks {
     }
 }
 
-struct AckSettler(Message);
+struct AckSettler {
+    message: Message,
+    client: async_nats::Client,
+    log_subject: String,
+}
 
 #[async_trait]
 impl HookSettler for AckSettler {
-    async fn settle(self: Box<Self>, how: HookSettle) {
+    async fn settle(self: Box<Self>, how: HookSettle, attempt: HookAttempt) {
+        // The log line is a core publish the log stream keeps: best effort, it never holds
+        // the delivery back.
+        if let Ok(json) = serde_json::to_vec(&attempt)
+            && let Err(e) = self
+                .client
+                .publish(self.log_subject.clone(), json.into())
+                .await
+        {
+            tracing::debug!(error = %e, "could not log a webhook attempt");
+        }
         let kind = match how {
             HookSettle::Done => AckKind::Ack,
             HookSettle::Retry(after) => AckKind::Nak(Some(after)),
         };
-        if let Err(e) = self.0.ack_with(kind).await {
+        if let Err(e) = self.message.ack_with(kind).await {
             // Unsettled, it comes back after ack_wait: at least once.
             tracing::warn!(error = %e, "could not settle a webhook delivery");
         }
@@ -218,7 +232,12 @@ impl Webhooks for NatsHooks {
                         webhook: webhook.to_string(),
                         body: m.payload.clone(),
                     };
-                    HookLease::new(delivery, attempt.max(1), Box::new(AckSettler(m)))
+                    let settler = AckSettler {
+                        message: m,
+                        client: self.engine.client.clone(),
+                        log_subject: self.log_subject(webhook),
+                    };
+                    HookLease::new(delivery, attempt.max(1), Box::new(settler))
                 })
                 .collect();
             return Some(leases);
@@ -232,21 +251,6 @@ impl Webhooks for NatsHooks {
             .await
             .map_err(|e| backend("webhook consumer", e))?;
         Ok(info.num_pending + info.num_ack_pending as u64)
-    }
-
-    async fn log_hook(&self, webhook: &str, attempt: &HookAttempt) {
-        let Ok(json) = serde_json::to_vec(attempt) else {
-            return;
-        };
-        // A core publish: the stream keeps it; the attempt does not wait for a store ack.
-        if let Err(e) = self
-            .engine
-            .client
-            .publish(self.log_subject(webhook), json.into())
-            .await
-        {
-            tracing::debug!(error = %e, "could not log a webhook attempt");
-        }
     }
 
     async fn webhooks_changed(&self) {

@@ -42,6 +42,21 @@ pub(super) fn load(c: &Connection) -> rusqlite::Result<HookLanes> {
 /// Log lines written, to trim each webhook's log now and then rather than on every line.
 static LOG_WRITES: AtomicU64 = AtomicU64::new(0);
 
+/// Adds a line to a webhook's log; now and then trims it to the newest [`LOG_LIMIT`].
+fn log_line(c: &Connection, webhook: &str, line: &str, trim: bool) -> rusqlite::Result<()> {
+    c.prepare_cached("INSERT INTO hook_log (webhook, entry) VALUES (?1, ?2)")?
+        .execute(params![webhook, line])?;
+    if trim {
+        c.prepare_cached(
+            "DELETE FROM hook_log WHERE webhook = ?1 AND seq <= (
+                 SELECT seq FROM hook_log WHERE webhook = ?1
+                 ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
+        )?
+        .execute(params![webhook, LOG_LIMIT as i64])?;
+    }
+    Ok(())
+}
+
 struct RowSettler {
     store: SqliteStore,
     webhook: String,
@@ -50,17 +65,22 @@ struct RowSettler {
 
 #[async_trait]
 impl HookSettler for RowSettler {
-    async fn settle(self: Box<Self>, how: HookSettle) {
+    async fn settle(self: Box<Self>, how: HookSettle, attempt: HookAttempt) {
         let RowSettler {
             store,
             webhook,
             mut queued,
         } = *self;
         let (w, id) = (webhook.clone(), queued.id.clone());
+        let line = serde_json::to_string(&attempt).unwrap_or_default();
+        let trim = LOG_WRITES
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(100);
         let written = match how {
             HookSettle::Done => {
                 store
                     .write(move |c| {
+                        log_line(c, &w, &line, trim)?;
                         c.prepare_cached(
                             "DELETE FROM hook_deliveries WHERE webhook = ?1 AND id = ?2",
                         )?
@@ -74,6 +94,7 @@ impl HookSettler for RowSettler {
                 let attempt = queued.attempt;
                 let written = store
                     .write(move |c| {
+                        log_line(c, &w, &line, trim)?;
                         c.prepare_cached(
                             "UPDATE hook_deliveries SET attempt = ?3, due_at = ?4
                              WHERE webhook = ?1 AND id = ?2",
@@ -215,34 +236,6 @@ impl Webhooks for SqliteStore {
                 .map(|n| n as u64)
         })
         .await
-    }
-
-    async fn log_hook(&self, webhook: &str, attempt: &HookAttempt) {
-        let Ok(json) = serde_json::to_string(attempt) else {
-            return;
-        };
-        let webhook = webhook.to_string();
-        let trim = LOG_WRITES
-            .fetch_add(1, Ordering::Relaxed)
-            .is_multiple_of(100);
-        let written = self
-            .write(move |c| {
-                c.prepare_cached("INSERT INTO hook_log (webhook, entry) VALUES (?1, ?2)")?
-                    .execute(params![webhook, json])?;
-                if trim {
-                    c.prepare_cached(
-                        "DELETE FROM hook_log WHERE webhook = ?1 AND seq <= (
-                             SELECT seq FROM hook_log WHERE webhook = ?1
-                             ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
-                    )?
-                    .execute(params![webhook, LOG_LIMIT as i64])?;
-                }
-                Ok(())
-            })
-            .await;
-        if let Err(e) = written {
-            tracing::debug!(error = %e, "could not log a webhook attempt");
-        }
     }
 
     async fn hook_log(&self, webhook: &str, limit: usize) -> StoreResult<Vec<HookAttempt>> {
