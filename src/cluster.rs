@@ -126,6 +126,7 @@ async fn start_dispatcher(
                 subjects: subjects.clone(),
             }),
             hooks: Arc::new(herald_engine::nats::NatsHooks::new(parts.engine.clone()).await?),
+            inbox: parts.store.clone(),
         },
         shutdown.clone(),
     )

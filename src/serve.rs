@@ -89,6 +89,7 @@ pub async fn run(
             queue: Arc::new(queue),
             presence: Arc::new(LocalPresence(gateway.hub())),
             hooks: store.clone(),
+            inbox: store.clone(),
         },
         shutdown.clone(),
     )

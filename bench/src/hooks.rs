@@ -116,7 +116,7 @@ async fn handle(
         released.await;
     }
     let n = r.received.fetch_add(1, Ordering::Relaxed);
-    if n % 50 == 0 {
+    if n.is_multiple_of(50) {
         let key = r.key.lock().ok().and_then(|k| k.clone());
         if let (Some(key), Ok(ts)) = (key, ts.parse::<i64>()) {
             r.checked.fetch_add(1, Ordering::Relaxed);

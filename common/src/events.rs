@@ -81,6 +81,29 @@ impl Receipt {
 /// with its session count as decimal text.
 pub const PRESENCE_QUERY: &[u8] = b"presence?";
 
+/// How an inbox read notice to a user's sessions begins: `{"type":"read","ids":[…],
+/// "unread":N}`, published on the user's subject; gateways pass it to every session as is.
+pub const READ_NOTICE: &[u8] = br#"{"type":"read","#;
+
+/// An inbox read notice (SPEC §11).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReadNotice {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub ids: Vec<String>,
+    pub unread: u64,
+}
+
+impl ReadNotice {
+    pub fn new(ids: Vec<String>, unread: u64) -> ReadNotice {
+        ReadNotice {
+            kind: "read".into(),
+            ids,
+            unread,
+        }
+    }
+}
+
 /// A message on `<prefix>.send` that could not be accepted (published on
 /// `<prefix>.events.rejected`): backends that publish there have no HTTP answer to read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

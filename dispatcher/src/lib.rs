@@ -7,6 +7,7 @@ pub mod api;
 pub mod channels;
 pub mod console;
 pub mod error;
+pub mod inbox;
 pub mod ingest;
 pub mod metrics;
 pub mod ordering;
@@ -64,6 +65,7 @@ pub struct Engine {
     pub queue: Arc<dyn JobQueue>,
     pub presence: Arc<dyn PresenceSource>,
     pub hooks: Arc<dyn herald_engine::Webhooks>,
+    pub inbox: Arc<dyn herald_engine::Inbox>,
 }
 
 /// A running dispatcher: delivery workers plus the API router.
@@ -292,6 +294,13 @@ impl Dispatcher {
             .iter()
             .map(|k| k.expose().to_string())
             .collect();
+        let inbox = Arc::new(inbox::InboxService {
+            history: Arc::clone(&engine.history),
+            marks: Arc::clone(&engine.inbox),
+            bus: Arc::clone(&engine.bus),
+            subjects: subjects.clone(),
+            limit: config.inbox_limit as usize,
+        });
         let state = Arc::new(ApiState {
             pipeline,
             store: Arc::clone(&engine.store),
@@ -316,6 +325,7 @@ impl Dispatcher {
                 .map(|s| herald_common::auth::TokenMinter::hs256(s.expose())),
             public_ws_url: config.public_ws_url.clone(),
             hooks,
+            inbox: Arc::clone(&inbox),
         });
         let (tx, rx) = mpsc::channel(4096);
         let sub = engine
@@ -325,6 +335,7 @@ impl Dispatcher {
             .map_err(|e| StartError::Bus(e.to_string()))?;
         tracker.spawn(record_receipts(
             Arc::clone(&state.pipeline),
+            inbox,
             rx,
             sub,
             shutdown,
@@ -357,6 +368,7 @@ impl Dispatcher {
 
 async fn record_receipts(
     pipeline: Arc<Pipeline>,
+    inbox: Arc<inbox::InboxService>,
     mut rx: mpsc::Receiver<herald_engine::BusMsg>,
     _sub: herald_engine::Subscription,
     shutdown: CancellationToken,
@@ -372,6 +384,11 @@ async fn record_receipts(
         };
         if let Err(e) = pipeline.receipt(&receipt).await {
             tracing::warn!(message_id = %receipt.id, error = %e, "could not record a receipt");
+        }
+        if receipt.kind == herald_common::events::Receipt::Read
+            && let Err(e) = inbox.read_on_session(&receipt.user_id, &receipt.id).await
+        {
+            tracing::warn!(message_id = %receipt.id, error = %e, "could not mark an inbox read");
         }
     }
 }

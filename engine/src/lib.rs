@@ -7,6 +7,7 @@
 
 pub mod bus;
 pub mod hooks;
+pub mod inbox;
 pub mod jobs;
 pub mod memory_bus;
 pub mod sqlite;
@@ -14,6 +15,7 @@ pub mod store;
 
 pub use bus::{Bus, BusError, BusMsg, PendingReply, RequestError, Subscription};
 pub use hooks::{HookAttempt, HookDelivery, HookLease, HookSettle, WebhookRecord, Webhooks};
+pub use inbox::{Inbox, InboxChange, InboxMarks};
 pub use jobs::{Finished, Job, JobIndex, JobQueue, Lease, LocalQueue, Settle};
 pub use memory_bus::MemoryBus;
 pub use sqlite::SqliteStore;

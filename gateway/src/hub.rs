@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use dashmap::DashMap;
-use herald_common::events::PRESENCE_QUERY;
+use herald_common::events::{PRESENCE_QUERY, READ_NOTICE};
 use herald_common::protocol::{FrameHead, close};
 use herald_common::subjects::Subjects;
 use herald_engine::{Bus, BusMsg, Subscription};
@@ -300,6 +300,16 @@ impl Hub {
     fn route_personal(&self, user: &str, reply: Option<String>, payload: Bytes) {
         if payload.as_ref() == PRESENCE_QUERY {
             self.answer_presence(user, reply);
+            return;
+        }
+        if payload.starts_with(READ_NOTICE) {
+            // An inbox read on some session or through the API: every session's badge.
+            let (Ok(text), Some(entry)) = (Utf8Bytes::try_from(payload), self.users.get(user))
+            else {
+                return;
+            };
+            let sent = deliver(&entry.sessions, &[Outbound::Notice { text }]);
+            self.frames_sent.increment(sent);
             return;
         }
         let Some((id, seq)) = FrameHead::parse(&payload).map(|h| (h.id.into_owned(), h.seq)) else {

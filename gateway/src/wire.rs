@@ -44,6 +44,8 @@ pub enum Outbound {
         seq: u64,
         text: Utf8Bytes,
     },
+    /// A notice with no seq (an inbox `read`): every session gets it, nothing is replayed.
+    Notice { text: Utf8Bytes },
 }
 
 impl Outbound {
@@ -54,7 +56,9 @@ impl Outbound {
 
     fn text(&self) -> &Utf8Bytes {
         match self {
-            Outbound::Personal { text, .. } | Outbound::Topic { text, .. } => text,
+            Outbound::Personal { text, .. }
+            | Outbound::Topic { text, .. }
+            | Outbound::Notice { text } => text,
         }
     }
 }
@@ -175,6 +179,7 @@ impl State {
     fn fresh(&mut self, item: &Outbound) -> bool {
         match item {
             Outbound::Personal { seq, .. } => mark_sent(&mut self.sent, *seq),
+            Outbound::Notice { .. } => true,
             Outbound::Topic { topic, seq, .. } => match self.topics.get_mut(topic) {
                 Some(last) if *seq > *last => {
                     *last = *seq;

@@ -50,12 +50,14 @@ macro_rules! string_enum {
 }
 
 mod devices;
+mod inbox;
 mod messages;
 mod templates;
 mod users;
 mod webhooks;
 
 pub use devices::*;
+pub use inbox::*;
 pub use messages::*;
 pub use templates::*;
 pub use users::*;

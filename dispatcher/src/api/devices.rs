@@ -60,7 +60,7 @@ async fn remove(state: &ApiState, user: &str, device: &str) -> Result<Response, 
 }
 
 /// The user a client token speaks for.
-fn client_user(state: &ApiState, headers: &HeaderMap) -> Result<String, ApiError> {
+pub(super) fn client_user(state: &ApiState, headers: &HeaderMap) -> Result<String, ApiError> {
     let Some(verifier) = &state.verifier else {
         return Err(ApiError::new(
             ErrorCode::Unauthorized,

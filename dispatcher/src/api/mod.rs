@@ -6,6 +6,7 @@
 
 mod cors;
 mod devices;
+mod inbox;
 mod messages;
 mod operations;
 mod templates;
@@ -37,6 +38,7 @@ use crate::ordering::OrderLocks;
 use crate::pipeline::Pipeline;
 
 use devices::*;
+use inbox::*;
 use messages::*;
 use operations::*;
 use templates::*;
@@ -77,6 +79,7 @@ pub struct ApiState {
     /// Checks unsubscribe links (when a public URL is configured).
     pub unsubscribe: Option<crate::stages::unsubscribe::Unsubscribe>,
     pub hooks: Arc<crate::webhooks::Hooks>,
+    pub inbox: Arc<crate::inbox::InboxService>,
 }
 
 pub(crate) type St = State<Arc<ApiState>>;
@@ -88,7 +91,8 @@ pub(crate) type St = State<Arc<ApiState>>;
     paths(send_message, list_messages, get_message, publish_topic, put_user, get_user, delete_user, presence, dead_letters, stats, mint_token,
         put_device, list_devices, delete_device, put_my_device, list_my_devices, delete_my_device, webpush_key,
         cancel_message, cancel_by_key, put_template, get_template, delete_template, list_templates, preview_template,
-        create_webhook, list_webhooks, get_webhook, delete_webhook, enable_webhook, webhook_deliveries),
+        create_webhook, list_webhooks, get_webhook, delete_webhook, enable_webhook, webhook_deliveries,
+        user_inbox, user_inbox_read, user_inbox_archive, my_inbox, my_inbox_read, my_inbox_archive),
     modifiers(&BearerAuth),
     security(("api_key" = [])),
 )]
@@ -178,6 +182,9 @@ pub fn router(state: Arc<ApiState>) -> Router {
 fn me_router(state: Arc<ApiState>) -> Router {
     Router::new()
         .route("/v1/me/devices", get(list_my_devices))
+        .route("/v1/me/inbox", get(my_inbox))
+        .route("/v1/me/inbox/read", post(my_inbox_read))
+        .route("/v1/me/inbox/archive", post(my_inbox_archive))
         .route(
             "/v1/me/devices/{device_id}",
             put(put_my_device).delete(delete_my_device),
@@ -209,6 +216,9 @@ fn v1_router(state: Arc<ApiState>) -> Router {
             put(put_user).get(get_user).delete(delete_user),
         )
         .route("/v1/users/{id}/presence", get(presence))
+        .route("/v1/users/{id}/inbox", get(user_inbox))
+        .route("/v1/users/{id}/inbox/read", post(user_inbox_read))
+        .route("/v1/users/{id}/inbox/archive", post(user_inbox_archive))
         .route("/v1/users/{id}/devices", get(list_devices))
         .route(
             "/v1/users/{id}/devices/{device_id}",
@@ -242,6 +252,8 @@ pub fn scope_of(method: &axum::http::Method, path: &str) -> Scope {
         (_, p) if p == "/v1/webhooks" || p.starts_with("/v1/webhooks/") => Scope::Admin,
         (&Method::GET | &Method::HEAD, _) => Scope::Read,
         (_, p) if p.ends_with("/preview") => Scope::Read,
+        // Marking a user's inbox read is what a backend serving its app's bell does.
+        (&Method::POST, p) if p.starts_with("/v1/users/") && p.contains("/inbox/") => Scope::Read,
         (&Method::POST | &Method::DELETE, _) if sends => Scope::Send,
         _ => Scope::Admin,
     }

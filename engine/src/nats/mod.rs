@@ -17,6 +17,7 @@
 pub mod bus;
 mod devices;
 pub mod hooks;
+mod inbox;
 mod kv_json;
 pub mod queue;
 pub mod store;
@@ -75,6 +76,7 @@ pub struct Names {
     pub hooks: String,
     pub hook_log: String,
     pub webhooks: String,
+    pub inbox_marks: String,
 }
 
 impl Names {
@@ -101,6 +103,7 @@ impl Names {
             hooks: format!("{up}_HOOKS"),
             hook_log: format!("{up}_HOOKLOG"),
             webhooks: format!("{low}_webhooks"),
+            inbox_marks: format!("{low}_inbox_marks"),
         }
     }
 }
@@ -135,6 +138,8 @@ pub struct Buckets {
     pub templates: kv::Store,
     /// Status webhooks, by id.
     pub webhooks: kv::Store,
+    /// Per user: which inbox messages were read or archived.
+    pub inbox_marks: kv::Store,
 }
 
 fn unavailable(what: &str, e: impl std::fmt::Display) -> StoreError {
@@ -297,6 +302,7 @@ async fn setup_buckets(
         (&names.cancel_keys, day * 400),
         (&names.templates, Duration::ZERO),
         (&names.webhooks, Duration::ZERO),
+        (&names.inbox_marks, Duration::ZERO),
     ]
     .map(|(name, age)| {
         let config = bucket(name, age);
@@ -331,5 +337,6 @@ async fn setup_buckets(
         cancel_keys: next()?,
         templates: next()?,
         webhooks: next()?,
+        inbox_marks: next()?,
     })
 }

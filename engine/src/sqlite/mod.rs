@@ -13,6 +13,7 @@
 mod devices;
 mod history;
 mod hooks;
+mod inbox;
 mod messages;
 mod slots;
 mod templates;
@@ -221,6 +222,10 @@ CREATE TABLE IF NOT EXISTS hook_log (
     entry TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS hook_log_by_webhook ON hook_log (webhook, seq);
+CREATE TABLE IF NOT EXISTS inbox_marks (
+    user_id TEXT PRIMARY KEY,
+    marks TEXT NOT NULL
+) WITHOUT ROWID;
 "#,
 ];
 
