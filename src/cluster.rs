@@ -127,6 +127,7 @@ async fn start_dispatcher(
             }),
             hooks: Arc::new(herald_engine::nats::NatsHooks::new(parts.engine.clone()).await?),
             inbox: parts.store.clone(),
+            keys: parts.store.clone(),
         },
         shutdown.clone(),
     )

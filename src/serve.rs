@@ -90,6 +90,7 @@ pub async fn run(
             presence: Arc::new(LocalPresence(gateway.hub())),
             hooks: store.clone(),
             inbox: store.clone(),
+            keys: store.clone(),
         },
         shutdown.clone(),
     )

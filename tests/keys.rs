@@ -101,7 +101,151 @@ async fn keys_do_what_their_scopes_say(engine: Engine) {
     assert_eq!(a.status, 401, "{a:?}");
 }
 
-on_both_engines!(keys_do_what_their_scopes_say);
+async fn keys_made_through_the_api_work_at_once_and_stop_at_once(engine: Engine) {
+    let h = Herald::on(engine)
+        .env("HERALD_API_KEYS", format!("root:{API_KEY}"))
+        .start();
+    let admin = h.api();
+    let a = admin
+        .post(
+            "/v1/keys",
+            json!({"name": "shipping", "scopes": ["send"], "daily_quota": 3}),
+        )
+        .await;
+    assert_eq!(a.status, 201, "{a:?}");
+    let key = a.body["key"].as_str().expect("key").to_string();
+    assert!(key.starts_with("hk_") && key.len() > 40, "{key}");
+    assert_eq!(a.body["scopes"], json!(["send"]));
+    let shipping = Api::new(&h.base(), &key);
+
+    // Its scopes hold, its sends say who sent them, and its quota stops the fourth.
+    let id = shipping
+        .post("/v1/messages", json!({"to": ["bob"], "title": "Shipped"}))
+        .await;
+    assert_eq!(id.status, 202, "{id:?}");
+    let id = id.body["id"].as_str().expect("id").to_string();
+    assert_eq!(admin.message(&id).await["sender"], "shipping");
+    assert_eq!(shipping.get("/v1/users/bob").await.status, 403);
+    for _ in 0..2 {
+        let a = shipping
+            .post("/v1/messages", json!({"to": ["bob"], "title": "Shipped"}))
+            .await;
+        assert_eq!(a.status, 202, "{a:?}");
+    }
+    let over = reqwest::Client::new()
+        .post(format!("{}/v1/messages", h.base()))
+        .bearer_auth(&key)
+        .json(&json!({"to": ["bob"], "title": "One too many"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(over.status(), 429);
+    let wait: u64 = over
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After");
+    assert!((1..=86_400).contains(&wait), "{wait}");
+    let body: serde_json::Value = over.json().await.expect("json");
+    let m = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        m.contains("'shipping'") && m.contains("daily quota of 3"),
+        "{m}"
+    );
+
+    // Listed with the configured one, never with the key.
+    let list = admin.get("/v1/keys").await;
+    assert_eq!(list.status, 200, "{list:?}");
+    let text = list.body.to_string();
+    assert!(!text.contains(&key) && !text.contains(API_KEY), "{text}");
+    let sources: Vec<_> = list.body["keys"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|k| (k["name"].clone(), k["source"].clone()))
+        .collect();
+    assert_eq!(
+        sources,
+        [
+            (json!("root"), json!("config")),
+            (json!("shipping"), json!("api"))
+        ]
+    );
+
+    // Bad requests name the field.
+    for (body, says) in [
+        (json!({"name": "bad name"}), "name"),
+        (json!({"name": "x", "scopes": ["write"]}), "scopes"),
+        (json!({"name": "x", "scopes": []}), "scopes"),
+        (json!({"name": "x", "daily_quota": 0}), "daily_quota"),
+        (json!({"name": "shipping"}), "taken"),
+        (json!({"name": "root"}), "HERALD_API_KEYS"),
+        (json!({"name": "x", "key": "chosen"}), "key"),
+    ] {
+        let a = admin.post("/v1/keys", body.clone()).await;
+        assert_eq!(a.status, 400, "{body}: {a:?}");
+        let m = a.body["error"]["message"].as_str().unwrap_or_default();
+        assert!(m.contains(says), "{body}: {m}");
+    }
+    let del = |name: &str| {
+        let admin = admin.clone();
+        let path = format!("/v1/keys/{name}");
+        async move { admin.request(reqwest::Method::DELETE, &path, None).await }
+    };
+    assert_eq!(del("root").await.status, 400);
+    assert_eq!(del("nobody").await.status, 404);
+    // A send-only key cannot make keys.
+    let a = shipping.post("/v1/keys", json!({"name": "mine"})).await;
+    assert_eq!(a.status, 403, "{a:?}");
+
+    // Deleted: refused at once.
+    assert_eq!(del("shipping").await.status, 204);
+    let a = shipping
+        .post("/v1/messages", json!({"to": ["bob"], "title": "x"}))
+        .await;
+    assert_eq!(a.status, 401, "{a:?}");
+}
+
+on_both_engines!(
+    keys_do_what_their_scopes_say,
+    keys_made_through_the_api_work_at_once_and_stop_at_once
+);
+
+/// Cluster: a key made through one dispatcher works on another the moment the POST
+/// returns, and stops there the moment the DELETE returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_reaches_every_dispatcher_at_once() {
+    let nats = support::nats::Nats::single();
+    let d0 = Herald::builder().role("dispatcher", &nats.url()).start();
+    let d1 = Herald::builder().role("dispatcher", &nats.url()).start();
+    d0.api()
+        .wait_ready(std::time::Duration::from_secs(60))
+        .await;
+    d1.api()
+        .wait_ready(std::time::Duration::from_secs(60))
+        .await;
+    for round in 0..3 {
+        let name = format!("billing-{round}");
+        let a = d0.api().post("/v1/keys", json!({"name": name})).await;
+        assert_eq!(a.status, 201, "{a:?}");
+        let key = a.body["key"].as_str().expect("key").to_string();
+        let on_d1 = Api::new(&d1.base(), &key);
+        let sent = on_d1
+            .post("/v1/messages", json!({"to": ["bob"], "title": "x"}))
+            .await;
+        assert_eq!(sent.status, 202, "round {round}: {sent:?}");
+        let gone = d0
+            .api()
+            .request(reqwest::Method::DELETE, &format!("/v1/keys/{name}"), None)
+            .await;
+        assert_eq!(gone.status, 204, "{gone:?}");
+        let refused = on_d1
+            .post("/v1/messages", json!({"to": ["bob"], "title": "x"}))
+            .await;
+        assert_eq!(refused.status, 401, "round {round}: {refused:?}");
+    }
+}
 
 /// Entries that are not keys stop the start, naming the entry and never showing a key.
 #[test]

@@ -240,6 +240,15 @@ impl Scope {
 pub struct Scopes(u8);
 
 impl Scopes {
+    /// From scope names (`["send","read"]`); at least one.
+    pub fn from_names<S: AsRef<str>>(names: &[S]) -> Result<Scopes, String> {
+        if names.is_empty() {
+            return Err("name at least one scope (send, read, admin)".into());
+        }
+        let joined: Vec<&str> = names.iter().map(|n| n.as_ref()).collect();
+        Scopes::parse(&joined.join("+"))
+    }
+
     pub const ALL: Scopes = Scopes(0b111);
 
     pub fn has(self, scope: Scope) -> bool {
@@ -390,6 +399,11 @@ impl ApiKeys {
     }
 
     /// Which configured key `presented` is, looking at every key whatever the answer.
+    /// Each key's name and scopes, in order.
+    pub fn scoped_names(&self) -> impl Iterator<Item = (&str, Scopes)> {
+        self.entries.iter().map(|(_, n, s)| (n.as_str(), *s))
+    }
+
     pub fn find(&self, presented: &str) -> Option<KeyMatch> {
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         let mut found = None;

@@ -9,6 +9,7 @@ pub mod console;
 pub mod error;
 pub mod inbox;
 pub mod ingest;
+pub mod keys;
 pub mod metrics;
 pub mod ordering;
 pub mod pipeline;
@@ -66,6 +67,7 @@ pub struct Engine {
     pub presence: Arc<dyn PresenceSource>,
     pub hooks: Arc<dyn herald_engine::Webhooks>,
     pub inbox: Arc<dyn herald_engine::Inbox>,
+    pub keys: Arc<dyn herald_engine::Keys>,
 }
 
 /// A running dispatcher: delivery workers plus the API router.
@@ -301,6 +303,15 @@ impl Dispatcher {
             subjects: subjects.clone(),
             limit: config.inbox_limit as usize,
         });
+        let dynamic_keys = keys::DynamicKeys::start(
+            Arc::clone(&engine.keys),
+            Arc::clone(&engine.bus),
+            &subjects,
+            shutdown.clone(),
+            &tracker,
+        )
+        .await
+        .map_err(StartError::Bus)?;
         let state = Arc::new(ApiState {
             pipeline,
             store: Arc::clone(&engine.store),
@@ -326,6 +337,7 @@ impl Dispatcher {
             public_ws_url: config.public_ws_url.clone(),
             hooks,
             inbox: Arc::clone(&inbox),
+            keys: dynamic_keys,
         });
         let (tx, rx) = mpsc::channel(4096);
         let sub = engine

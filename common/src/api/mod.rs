@@ -51,6 +51,7 @@ macro_rules! string_enum {
 
 mod devices;
 mod inbox;
+mod keys;
 mod messages;
 mod templates;
 mod users;
@@ -58,6 +59,7 @@ mod webhooks;
 
 pub use devices::*;
 pub use inbox::*;
+pub use keys::*;
 pub use messages::*;
 pub use templates::*;
 pub use users::*;

@@ -7,6 +7,7 @@
 mod cors;
 mod devices;
 mod inbox;
+mod keys;
 mod messages;
 mod operations;
 mod templates;
@@ -39,6 +40,7 @@ use crate::pipeline::Pipeline;
 
 use devices::*;
 use inbox::*;
+use keys::*;
 use messages::*;
 use operations::*;
 use templates::*;
@@ -60,7 +62,7 @@ pub struct ApiState {
     pub bus: Arc<dyn Bus>,
     pub subjects: Subjects,
     pub api_keys: ApiKeys,
-    pub limiter: Option<herald_common::ratelimit::KeyedLimiter<usize>>,
+    pub limiter: Option<herald_common::ratelimit::KeyedLimiter<String>>,
     pub presence: Arc<dyn PresenceSource>,
     pub topic_order: OrderLocks,
     /// Mints client tokens for `POST /v1/tokens` (when an HS256 secret is configured).
@@ -80,6 +82,8 @@ pub struct ApiState {
     pub unsubscribe: Option<crate::stages::unsubscribe::Unsubscribe>,
     pub hooks: Arc<crate::webhooks::Hooks>,
     pub inbox: Arc<crate::inbox::InboxService>,
+    /// Keys created through `/v1/keys`.
+    pub keys: Arc<crate::keys::DynamicKeys>,
 }
 
 pub(crate) type St = State<Arc<ApiState>>;
@@ -92,7 +96,8 @@ pub(crate) type St = State<Arc<ApiState>>;
         put_device, list_devices, delete_device, put_my_device, list_my_devices, delete_my_device, webpush_key,
         cancel_message, cancel_by_key, put_template, get_template, delete_template, list_templates, preview_template,
         create_webhook, list_webhooks, get_webhook, delete_webhook, enable_webhook, webhook_deliveries,
-        user_inbox, user_inbox_read, user_inbox_archive, my_inbox, my_inbox_read, my_inbox_archive),
+        user_inbox, user_inbox_read, user_inbox_archive, my_inbox, my_inbox_read, my_inbox_archive,
+        create_key, list_keys, delete_key),
     modifiers(&BearerAuth),
     security(("api_key" = [])),
 )]
@@ -225,6 +230,8 @@ fn v1_router(state: Arc<ApiState>) -> Router {
             put(put_device).delete(delete_device),
         )
         .route("/v1/dead-letters", get(dead_letters))
+        .route("/v1/keys", post(create_key).get(list_keys))
+        .route("/v1/keys/{name}", axum::routing::delete(delete_key))
         .route("/v1/webhooks", post(create_webhook).get(list_webhooks))
         .route("/v1/webhooks/{id}", get(get_webhook).delete(delete_webhook))
         .route("/v1/webhooks/{id}/enable", post(enable_webhook))
@@ -250,6 +257,7 @@ pub fn scope_of(method: &axum::http::Method, path: &str) -> Scope {
         || (path.starts_with("/v1/topics/") && path.ends_with("/messages"));
     match (method, path) {
         (_, p) if p == "/v1/webhooks" || p.starts_with("/v1/webhooks/") => Scope::Admin,
+        (_, p) if p == "/v1/keys" || p.starts_with("/v1/keys/") => Scope::Admin,
         (&Method::GET | &Method::HEAD, _) => Scope::Read,
         (_, p) if p.ends_with("/preview") => Scope::Read,
         // Marking a user's inbox read is what a backend serving its app's bell does.
@@ -265,22 +273,31 @@ async fn require_api_key(State(state): St, mut request: Request, next: Next) -> 
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    match presented.map(|k| state.api_keys.find(k.trim())) {
-        Some(Some(key)) => {
+    let found = presented.and_then(|k| {
+        let k = k.trim();
+        match state.api_keys.find(k) {
+            Some(m) => Some((m.name, m.scopes, None)),
+            None => state
+                .keys
+                .find(k)
+                .map(|f| (f.name, f.scopes, f.daily_quota)),
+        }
+    });
+    match (presented, found) {
+        (Some(_), Some((name, scopes, quota))) => {
             let need = scope_of(request.method(), request.uri().path());
-            if !key.scopes.has(need) {
+            if !scopes.has(need) {
                 return ApiError::new(
                     ErrorCode::Forbidden,
                     format!(
-                        "the API key '{}' has the scopes {}; this route needs '{}'",
-                        key.name,
-                        key.scopes.names().join("+"),
+                        "the API key '{name}' has the scopes {}; this route needs '{}'",
+                        scopes.names().join("+"),
                         need.as_str()
                     ),
                 )
                 .into_response();
             }
-            if let Some(Err(wait)) = state.limiter.as_ref().map(|l| l.check(&key.position)) {
+            if let Some(Err(wait)) = state.limiter.as_ref().map(|l| l.check(&name)) {
                 metrics::counter!("herald_api_rate_limited_total").increment(1);
                 let mut e = ApiError::new(
                     ErrorCode::RateLimited,
@@ -289,13 +306,28 @@ async fn require_api_key(State(state): St, mut request: Request, next: Next) -> 
                 e.retry_after_s = Some(wait.as_secs_f64().ceil().max(1.0) as u64);
                 return e.into_response();
             }
-            request.extensions_mut().insert(Sender(key.name));
+            if let Some(quota) = quota
+                && need == Scope::Send
+                && request.method() == axum::http::Method::POST
+                && let Err(wait) = state.keys.take(&name, quota).await
+            {
+                metrics::counter!("herald_api_quota_exceeded_total").increment(1);
+                let mut e = ApiError::new(
+                    ErrorCode::RateLimited,
+                    format!(
+                        "the API key '{name}' used its daily quota of {quota} sends; it renews at 00:00 UTC"
+                    ),
+                );
+                e.retry_after_s = Some(wait);
+                return e.into_response();
+            }
+            request.extensions_mut().insert(Sender(name));
             next.run(request).await
         }
-        Some(None) => {
+        (Some(_), None) => {
             ApiError::new(ErrorCode::Unauthorized, "API key not accepted").into_response()
         }
-        None => ApiError::new(
+        (None, _) => ApiError::new(
             ErrorCode::Unauthorized,
             "missing API key: send Authorization: Bearer <key>",
         )

@@ -18,6 +18,7 @@ pub mod bus;
 mod devices;
 pub mod hooks;
 mod inbox;
+mod keys;
 mod kv_json;
 pub mod queue;
 pub mod store;
@@ -77,6 +78,8 @@ pub struct Names {
     pub hook_log: String,
     pub webhooks: String,
     pub inbox_marks: String,
+    pub api_keys: String,
+    pub key_usage: String,
 }
 
 impl Names {
@@ -104,6 +107,8 @@ impl Names {
             hook_log: format!("{up}_HOOKLOG"),
             webhooks: format!("{low}_webhooks"),
             inbox_marks: format!("{low}_inbox_marks"),
+            api_keys: format!("{low}_api_keys"),
+            key_usage: format!("{low}_key_usage"),
         }
     }
 }
@@ -140,6 +145,10 @@ pub struct Buckets {
     pub webhooks: kv::Store,
     /// Per user: which inbox messages were read or archived.
     pub inbox_marks: kv::Store,
+    /// API keys created through the API (hashes), by name.
+    pub api_keys: kv::Store,
+    /// Per key and UTC day: messages sent (daily quotas).
+    pub key_usage: kv::Store,
 }
 
 fn unavailable(what: &str, e: impl std::fmt::Display) -> StoreError {
@@ -303,6 +312,8 @@ async fn setup_buckets(
         (&names.templates, Duration::ZERO),
         (&names.webhooks, Duration::ZERO),
         (&names.inbox_marks, Duration::ZERO),
+        (&names.api_keys, Duration::ZERO),
+        (&names.key_usage, day * 3),
     ]
     .map(|(name, age)| {
         let config = bucket(name, age);
@@ -338,5 +349,7 @@ async fn setup_buckets(
         templates: next()?,
         webhooks: next()?,
         inbox_marks: next()?,
+        api_keys: next()?,
+        key_usage: next()?,
     })
 }

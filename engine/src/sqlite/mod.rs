@@ -14,6 +14,7 @@ mod devices;
 mod history;
 mod hooks;
 mod inbox;
+mod keys;
 mod messages;
 mod slots;
 mod templates;
@@ -222,6 +223,16 @@ CREATE TABLE IF NOT EXISTS hook_log (
     entry TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS hook_log_by_webhook ON hook_log (webhook, seq);
+CREATE TABLE IF NOT EXISTS api_keys (
+    name TEXT PRIMARY KEY,
+    record TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS key_usage (
+    name TEXT NOT NULL,
+    day INTEGER NOT NULL,
+    used INTEGER NOT NULL,
+    PRIMARY KEY (name, day)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS inbox_marks (
     user_id TEXT PRIMARY KEY,
     marks TEXT NOT NULL
