@@ -179,12 +179,19 @@ async fn keys_made_through_the_api_work_at_once_and_stop_at_once(engine: Engine)
         (json!({"name": "x", "scopes": ["write"]}), "scopes"),
         (json!({"name": "x", "scopes": []}), "scopes"),
         (json!({"name": "x", "daily_quota": 0}), "daily_quota"),
-        (json!({"name": "shipping"}), "taken"),
-        (json!({"name": "root"}), "HERALD_API_KEYS"),
         (json!({"name": "x", "key": "chosen"}), "key"),
     ] {
         let a = admin.post("/v1/keys", body.clone()).await;
         assert_eq!(a.status, 400, "{body}: {a:?}");
+        let m = a.body["error"]["message"].as_str().unwrap_or_default();
+        assert!(m.contains(says), "{body}: {m}");
+    }
+    for (body, says) in [
+        (json!({"name": "shipping"}), "taken"),
+        (json!({"name": "root"}), "HERALD_API_KEYS"),
+    ] {
+        let a = admin.post("/v1/keys", body.clone()).await;
+        assert_eq!(a.status, 409, "{body}: {a:?}");
         let m = a.body["error"]["message"].as_str().unwrap_or_default();
         assert!(m.contains(says), "{body}: {m}");
     }
@@ -193,7 +200,7 @@ async fn keys_made_through_the_api_work_at_once_and_stop_at_once(engine: Engine)
         let path = format!("/v1/keys/{name}");
         async move { admin.request(reqwest::Method::DELETE, &path, None).await }
     };
-    assert_eq!(del("root").await.status, 400);
+    assert_eq!(del("root").await.status, 409);
     assert_eq!(del("nobody").await.status, 404);
     // A send-only key cannot make keys.
     let a = shipping.post("/v1/keys", json!({"name": "mine"})).await;

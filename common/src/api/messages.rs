@@ -204,7 +204,10 @@ pub struct SendRequest {
     pub vars: Option<serde_json::Map<String, serde_json::Value>>,
     /// The locale for recipients whose profile has none (BCP 47, e.g. `zh-CN`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(max_length = 35)]
+    #[schema(
+        max_length = 35,
+        pattern = r"^[A-Za-z]{2,3}(-[A-Z][a-z]{3})?(-([A-Z]{2}|[0-9]{3}))?$"
+    )]
     pub locale: Option<String>,
     /// What kind of message this is (SPEC §9): preferences, caps and critical bypasses go
     /// by it.
@@ -217,7 +220,11 @@ pub struct SendRequest {
     pub send_at: Option<String>,
     /// Groups messages for `POST /v1/messages/cancel`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(min_length = 1, max_length = 128)]
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]+$"
+    )]
     pub cancel_key: Option<String>,
     /// After an in-app delivery, go on to more channels unless it is read (or acked) in time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -626,7 +633,11 @@ mod tests {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CancelRequest {
-    #[schema(min_length = 1, max_length = 128)]
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]+$"
+    )]
     pub cancel_key: String,
 }
 

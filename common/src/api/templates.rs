@@ -65,6 +65,10 @@ pub struct TemplateChat {
 #[serde(deny_unknown_fields)]
 pub struct TemplateSpec {
     /// The locale used when none of the recipient's fits (must be one of `locales`).
+    #[schema(
+        max_length = 35,
+        pattern = r"^[A-Za-z]{2,3}(-[A-Z][a-z]{3})?(-([A-Z]{2}|[0-9]{3}))?$"
+    )]
     pub default_locale: String,
     /// BCP 47 locale → its parts.
     pub locales: BTreeMap<String, TemplateParts>,
@@ -205,6 +209,10 @@ pub struct TemplateList {
 pub struct PreviewRequest {
     /// The recipient's locale (fallback as for a delivery).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(
+        max_length = 35,
+        pattern = r"^[A-Za-z]{2,3}(-[A-Z][a-z]{3})?(-([A-Z]{2}|[0-9]{3}))?$"
+    )]
     pub locale: Option<String>,
     /// The recipient's IANA time zone, for the date filters (default UTC).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -23,7 +23,11 @@ pub const MAX_WEBHOOK_URL: usize = 2048;
 #[serde(deny_unknown_fields)]
 pub struct WebhookCreate {
     /// Where events are POSTed.
-    #[schema(pattern = "^https?://[^/\\s]", min_length = 8, max_length = 2048)]
+    #[schema(
+        pattern = r"^https?://[^/\s\x00-\x1f\x7f-\x9f][^\s\x00-\x1f\x7f-\x9f]*$",
+        min_length = 8,
+        max_length = 2048
+    )]
     pub url: String,
     /// Which events: `delivered`, `sent`, `failed`, `expired`, `canceled`, `skipped`,
     /// `read`, or `*` for all.
@@ -45,8 +49,14 @@ impl WebhookCreate {
             return Err(format!("url: longer than {MAX_WEBHOOK_URL} characters"));
         }
         check_http_url(&self.url).map_err(|e| format!("url {e}"))?;
+        if self.url.chars().any(char::is_control) {
+            return Err("url: has control characters".into());
+        }
         if self.events.is_empty() {
             return Err("events: name at least one event (or \"*\")".into());
+        }
+        if self.events.len() > 8 {
+            return Err("events: at most 8".into());
         }
         for e in &self.events {
             if e.0 != "*" && !WEBHOOK_EVENTS.contains(&e.0.as_str()) {

@@ -12,6 +12,9 @@ use super::devices::client_user;
 use super::{ApiState, JsonBody, St, user_param};
 use crate::error::ApiError;
 
+/// The largest seq a client can hold exactly (2^53 - 1, JavaScript's safe integers).
+const MAX_SEQ: u64 = 9_007_199_254_740_991;
+
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(super) struct InboxQuery {
@@ -19,7 +22,7 @@ pub(super) struct InboxQuery {
     #[param(minimum = 1, maximum = 200)]
     limit: Option<usize>,
     /// Only messages with a seq below this one (the next page: the last seq seen).
-    #[param(minimum = 1)]
+    #[param(minimum = 1, maximum = 9007199254740991_u64)]
     before: Option<u64>,
 }
 
@@ -29,6 +32,9 @@ async fn page(
     query: Result<Query<InboxQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::invalid(format!("query: {e}")))?;
+    if q.before.is_some_and(|b| b == 0 || b > MAX_SEQ) {
+        return Err(ApiError::invalid(format!("before: 1 to {MAX_SEQ}")));
+    }
     let limit = q.limit.unwrap_or(50);
     if !(1..=200).contains(&limit) {
         return Err(ApiError::invalid("limit: must be 1 to 200"));

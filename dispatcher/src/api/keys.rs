@@ -6,7 +6,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
-use herald_common::api::{ErrorBody, KeyCreate, KeyList, KeyView};
+use herald_common::api::{ErrorBody, ErrorCode, KeyCreate, KeyList, KeyView};
 use herald_common::auth::{Scopes, validate_key_name};
 use herald_common::time::{now_ms, rfc3339};
 use herald_engine::ApiKeyRecord;
@@ -30,7 +30,8 @@ fn stored_view(r: &ApiKeyRecord, key: Option<String>) -> KeyView {
     request_body = KeyCreate,
     responses(
         (status = 201, description = "Created; the key is shown this once and works on every dispatcher", body = KeyView),
-        (status = 400, description = "Invalid request (names the field), or the name is taken", body = ErrorBody),
+        (status = 400, description = "Invalid request (names the field)", body = ErrorBody),
+        (status = 409, description = "The name is taken (by a created key or one of HERALD_API_KEYS)", body = ErrorBody),
         (status = 401, description = "Missing or unknown API key", body = ErrorBody),
         (status = 413, description = "Body over 256 KiB", body = ErrorBody),
         (status = 415, description = "Not application/json", body = ErrorBody),
@@ -46,18 +47,24 @@ pub(super) async fn create_key(
         Some(s) => s.iter().map(|s| s.0.clone()).collect(),
         None => vec!["send".into(), "read".into(), "admin".into()],
     };
+    if names.len() > 3 {
+        return Err(ApiError::invalid("scopes: at most 3 (send, read, admin)"));
+    }
     let scopes =
         Scopes::from_names(&names).map_err(|e| ApiError::invalid(format!("scopes: {e}")))?;
-    if req.daily_quota == Some(0) {
+    if req
+        .daily_quota
+        .is_some_and(|q| !(1..=1_000_000_000).contains(&q))
+    {
         return Err(ApiError::invalid(
-            "daily_quota: at least 1 (leave it out for none)",
+            "daily_quota: 1 to 1000000000 (leave it out for none)",
         ));
     }
     if state.api_keys.scoped_names().any(|(n, _)| n == req.name) {
-        return Err(ApiError::invalid(format!(
-            "name: '{}' is a key of HERALD_API_KEYS",
-            req.name
-        )));
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!("name: '{}' is a key of HERALD_API_KEYS", req.name),
+        ));
     }
     let raw: [u8; 32] = rand::random();
     let key = format!(
@@ -72,7 +79,10 @@ pub(super) async fn create_key(
         created_at: now_ms(),
     };
     if !state.keys.create(&record).await? {
-        return Err(ApiError::invalid(format!("name: '{}' is taken", req.name)));
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!("name: '{}' is taken", req.name),
+        ));
     }
     Ok((
         StatusCode::CREATED,
@@ -116,7 +126,8 @@ pub(super) async fn list_keys(State(state): St) -> Result<Response, ApiError> {
     params(("name" = String, Path, description = "Key name")),
     responses(
         (status = 204, description = "Deleted: refused from now on, on every dispatcher"),
-        (status = 400, description = "Invalid name, or a key of HERALD_API_KEYS", body = ErrorBody),
+        (status = 400, description = "Invalid name", body = ErrorBody),
+        (status = 409, description = "A key of HERALD_API_KEYS: remove it there", body = ErrorBody),
         (status = 401, description = "Missing or unknown API key", body = ErrorBody),
         (status = 404, description = "No such key", body = ErrorBody),
         (status = 429, description = "Rate limited", body = ErrorBody),
@@ -129,9 +140,10 @@ pub(super) async fn delete_key(
     let name = path_param(name)?;
     validate_key_name(&name).map_err(|e| ApiError::invalid(format!("name: {e}")))?;
     if state.api_keys.scoped_names().any(|(n, _)| n == name) {
-        return Err(ApiError::invalid(format!(
-            "'{name}' is configured in HERALD_API_KEYS; remove it there"
-        )));
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!("'{name}' is configured in HERALD_API_KEYS; remove it there"),
+        ));
     }
     if state.keys.delete(&name).await? {
         Ok(StatusCode::NO_CONTENT.into_response())

@@ -137,6 +137,31 @@ impl utoipa::Modify for BearerAuth {
                 });
             }
         }
+        // Path parameters say what the handlers accept, so generated clients check it too.
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            for op in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                for p in op.parameters.iter_mut().flatten() {
+                    let utoipa::openapi::RefOr::T(p) = p else {
+                        continue;
+                    };
+                    if p.parameter_in != utoipa::openapi::path::ParameterIn::Path {
+                        continue;
+                    }
+                    if let Some(schema) = path_param_schema(path, &p.name) {
+                        p.schema = Some(schema.into());
+                    }
+                }
+            }
+        }
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "api_key",
@@ -155,9 +180,83 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
+/// The pattern of a path parameter, by route and name.
+fn path_param_schema(path: &str, name: &str) -> Option<utoipa::openapi::schema::Object> {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    let (pattern, max) = match name {
+        "name" if path.starts_with("/v1/templates/") => ("^[A-Za-z0-9._-]+$", 128),
+        "name" if path.starts_with("/v1/keys/") => ("^[A-Za-z0-9_-]+$", 64),
+        "device_id" => ("^[A-Za-z0-9.:_-]+$", 128),
+        "topic" => ("^[A-Za-z0-9_-]+(\\.[A-Za-z0-9_-]+)*$", 128),
+        "id" if path.starts_with("/v1/webhooks/") => ("^wh_[A-Za-z0-9]+$", 64),
+        // A user id: no whitespace or control characters.
+        "id" if path.starts_with("/v1/users/") => ("^[^\\s\\x00-\\x1f\\x7f-\\x9f]+$", 256),
+        _ => return None,
+    };
+    Some(
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(pattern))
+            .min_length(Some(1))
+            .max_length(Some(max))
+            .build(),
+    )
+}
+
 pub fn openapi_json() -> String {
     use utoipa::OpenApi;
-    ApiDoc::openapi().to_json().unwrap_or_default()
+    let Ok(mut doc) = serde_json::to_value(ApiDoc::openapi()) else {
+        return String::new();
+    };
+    tighten(&mut doc);
+    serde_json::to_string(&doc).unwrap_or_default()
+}
+
+/// Rules the derive cannot state, added to the generated document: "one of these fields,
+/// not blank" as `anyOf`, and the shape of a user id wherever one is sent.
+fn tighten(doc: &mut serde_json::Value) {
+    use serde_json::json;
+    let present = |field: &str| json!({"required": [field], "properties": {field: {"type": "string", "pattern": "\\S"}}});
+    let schemas = &mut doc["components"]["schemas"];
+    schemas["SendRequest"]["anyOf"] =
+        json!([present("title"), present("body"), {"required": ["template"]}]);
+    schemas["TopicPublish"]["anyOf"] = json!([
+        present("title"),
+        present("body"),
+        {"required": ["data"], "properties": {"data": {"type": "object"}}}
+    ]);
+    let user_id = json!({"type": "string", "minLength": 1, "maxLength": 256, "pattern": "^[^\\s\\x00-\\x1f\\x7f-\\x9f]+$"});
+    if let Some(first) = schemas["RecipientSpec"]["oneOf"].get_mut(0) {
+        *first = user_id.clone();
+    }
+    schemas["InlineRecipient"]["properties"]["user_id"] = user_id.clone();
+    schemas["TokenRequest"]["properties"]["user"] = user_id.clone();
+    schemas["TemplateSpec"]["properties"]["locales"]["minProperties"] = json!(1);
+    // Time zones: the IANA names this build knows.
+    let zones: Vec<String> = jiff::tz::db()
+        .available()
+        .map(|z| z.as_str().to_string())
+        .collect();
+    if !zones.is_empty() {
+        schemas["TimeZone"] = json!({"type": "string", "enum": zones,
+            "description": "An IANA time zone name, like Europe/Berlin"});
+        if let Some(all) = schemas.as_object_mut() {
+            for (_, schema) in all.iter_mut() {
+                // `get_mut`, not indexing: indexing would add a null `properties`.
+                if let Some(tz) = schema
+                    .get_mut("properties")
+                    .and_then(|p| p.get_mut("timezone"))
+                {
+                    *tz = json!({"anyOf": [{"$ref": "#/components/schemas/TimeZone"}, {"type": "null"}]});
+                }
+            }
+        }
+    }
+    if let Some(params) = doc["paths"]["/v1/messages"]["get"]["parameters"].as_array_mut() {
+        for p in params.iter_mut().filter(|p| p["name"] == "user") {
+            p["schema"] = user_id.clone();
+        }
+    }
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
