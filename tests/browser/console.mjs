@@ -101,6 +101,44 @@ try {
   await sender.waitForSelector('#tpl-saved:has-text("version 1")', { timeout: 10000 });
   await sender.waitForSelector('#tpl-list a[data-name="welcome"]', { timeout: 10000 });
   await sender.screenshot({ path: join(shots, "console-templates.png"), fullPage: true });
+
+  // Messages by sender: the test key is unnamed, so its messages say key-1.
+  await sender.click("#tab-messages");
+  await sender.fill("#search-sender", "key-1");
+  await sender.fill("#search", "browser-user");
+  await sender.click("#search-go");
+  await sender.waitForSelector(`.msg[data-id="${id}"] [data-role=sender]:has-text("key-1")`, { timeout: 10000 });
+  await sender.fill("#search-sender", "billing");
+  await sender.click("#search-go");
+  await sender.waitForSelector('#search-result:has-text("No messages")', { timeout: 10000 });
+
+  // Webhooks: add one whose endpoint refuses connections; its log shows the retry and why.
+  await sender.click("#tab-webhooks");
+  await sender.fill("#wh-url", "http://127.0.0.1:9/herald-events");
+  await sender.fill("#wh-events", "*");
+  await sender.click("#wh-create");
+  await sender.waitForSelector('#wh-secret:has-text("whsec_")', { timeout: 10000 });
+  const status = await sender.evaluate(async () => {
+    const key = sessionStorage.getItem("herald.key");
+    const r = await fetch("/v1/messages", { method: "POST", headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+      body: JSON.stringify({ to: ["nobody-here"], title: "for the webhook", channels: ["email"] }) });
+    return r.status;
+  });
+  if (status !== 202) await fail(`send for the webhook: HTTP ${status}`);
+  const row = sender.locator("#wh-rows a[data-log]").first();
+  await row.waitFor({ timeout: 10000 });
+  let logged = false;
+  for (let i = 0; i < 30 && !logged; i++) {
+    await row.click();
+    logged = await sender.locator('#wh-log [data-role=wh-outcome]:has-text("retrying")').count() > 0;
+    if (!logged) await sender.waitForTimeout(300);
+  }
+  if (!logged) await fail("the webhook's delivery log never showed the retry");
+  await sender.waitForSelector('#wh-log:has-text("cannot connect")', { timeout: 10000 });
+  await sender.click("#tab-webhooks");
+  const listed = await sender.textContent("#wh-rows");
+  if (listed.includes("whsec_")) await fail("the webhook list shows a secret");
+  await sender.screenshot({ path: join(shots, "console-webhooks.png"), fullPage: true });
   console.log(`OK ${id}`);
   await browser.close();
 } catch (e) {
