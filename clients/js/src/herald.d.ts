@@ -10,6 +10,64 @@ export interface HeraldMessage {
   created_at: string;
 }
 
+/** One message in the inbox (`GET /v1/me/inbox`). */
+export interface InboxMessage {
+  id: string;
+  /** The user's inbox seq: `list({ before: seq })` pages from it. */
+  seq: number;
+  title?: string;
+  body?: string;
+  data?: Record<string, unknown>;
+  created_at: string;
+  /** RFC 3339 time it was read (on any device or through the API); null while unread. */
+  read_at: string | null;
+  archived: boolean;
+}
+
+/** A page of the inbox: newest first, and the unread count of the whole inbox. */
+export interface InboxPage {
+  messages: InboxMessage[];
+  unread: number;
+}
+
+/** What a mark came to: the ids that were unread and are read now, and the count after. */
+export interface InboxMarked {
+  ids: string[];
+  unread: number;
+}
+
+/**
+ * The notification centre (`client.inbox`): the user's personal messages with read state,
+ * over Herald's HTTP API with the client's token. Errors reject with a `HeraldApiError`.
+ */
+export interface HeraldInbox {
+  /** `GET /v1/me/inbox`: newest first; `limit` 1–200 (default 50), `before` a seq (the next page). */
+  list(opts?: { limit?: number; before?: number }): Promise<InboxPage>;
+  /** `POST /v1/me/inbox/read {ids}` (at most 100). Every session of the user hears of it. */
+  markRead(ids: string[] | string): Promise<InboxMarked>;
+  /** `POST /v1/me/inbox/read {all:true}`. */
+  markAllRead(): Promise<InboxMarked>;
+  /** `POST /v1/me/inbox/archive {ids}`: archived messages no longer count as unread. */
+  archive(ids: string[] | string): Promise<InboxMarked>;
+  /**
+   * Unread messages, kept live: set by `list()` and the marks' answers, by `read` frames (a
+   * read on any device), and one more for each new personal message. `null` until the first
+   * of those. Each change is an `unread` event.
+   */
+  readonly unreadCount: number | null;
+}
+
+/** An error answer from Herald's HTTP API; the message names the server's. */
+export declare class HeraldApiError extends Error {
+  readonly name: "HeraldApiError";
+  /** HTTP status, e.g. 401. */
+  readonly status: number;
+  /** The server's error code, e.g. `unauthorized`, `invalid_request`. */
+  readonly code: string | null;
+  /** The server's error message, e.g. `client token: token expired`. */
+  readonly serverMessage: string;
+}
+
 export interface StorageLike {
   getItem(key: string): string | null;
   setItem(key: string, value: string): void;
@@ -41,6 +99,10 @@ export interface ConnectOptions {
   dedupe?: number;
   /** A WebSocket implementation, where there is no global one. */
   WebSocket?: unknown;
+  /** Herald's HTTP base for `inbox` (default: from `url`, `wss://h/ws` → `https://h`). */
+  apiUrl?: string;
+  /** A fetch implementation for `inbox` (default: the global one). */
+  fetch?: typeof fetch;
 }
 
 export interface HeraldEvents {
@@ -51,6 +113,10 @@ export interface HeraldEvents {
   subscribed: CustomEvent<{ topic: string; seq: number; replayed?: number; complete?: boolean }>;
   unsubscribed: CustomEvent<{ topic: string }>;
   error: CustomEvent<{ code: string; message?: string; topic?: string }>;
+  /** A read on any session of the user or through the API, with the new unread count. */
+  read: CustomEvent<{ type: "read"; ids: string[]; unread: number }>;
+  /** The inbox's unread count changed (`inbox.unreadCount`). */
+  unread: CustomEvent<{ unread: number }>;
   /** `delayMs`: when the next connect is tried (null: it is not). */
   close: CustomEvent<{ code: number; reason: string; willReconnect: boolean; delayMs: number | null }>;
 }
@@ -63,6 +129,8 @@ export declare class HeraldClient extends EventTarget {
   readonly userId: string | null;
   readonly lastSeq: number;
   readonly connected: boolean;
+  /** The notification centre: messages, marks, and the live unread count. */
+  readonly inbox: HeraldInbox;
   connect(): Promise<this>;
   close(): void;
   subscribe(topic: string, opts?: { since?: number }): void;
@@ -71,6 +139,9 @@ export declare class HeraldClient extends EventTarget {
   read(id: string): void;
   reconnectNow(): void;
   addEventListener<K extends keyof HeraldEvents>(type: K, listener: (ev: HeraldEvents[K]) => void, options?: boolean | AddEventListenerOptions): void;
+  addEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | AddEventListenerOptions): void;
+  removeEventListener<K extends keyof HeraldEvents>(type: K, listener: (ev: HeraldEvents[K]) => void, options?: boolean | EventListenerOptions): void;
+  removeEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | EventListenerOptions): void;
 }
 
 export declare class MemoryStorage implements StorageLike {
@@ -81,6 +152,8 @@ export declare class MemoryStorage implements StorageLike {
 
 export declare function connect(opts: ConnectOptions): HeraldClient;
 export declare function tokenExpiry(token: string): number | null;
+/** Herald's HTTP base for a WebSocket URL (`wss://h/ws` → `https://h`). */
+export declare function httpBase(wsUrl: string): string;
 export declare const CLOSE: {
   NORMAL: 1000; RESTARTING: 1012; UNAUTHORIZED: 4001; FORBIDDEN_TOPIC: 4003; SLOW_CONSUMER: 4008; TOO_MANY_SESSIONS: 4009;
 };

@@ -9,7 +9,8 @@
 // the last seq it saw (persisted in localStorage where there is one); recovers topics from
 // their last seq; acks every message; drops repeats by id; refreshes the token before it
 // expires; and reacts to Herald's close codes (1012 reconnect now, 4001 new token, 4008
-// resume, 4003 drop that topic, 4009 back off).
+// resume, 4003 drop that topic, 4009 back off). `client.inbox` is the notification centre:
+// the user's messages with read state, marks, and an unread count kept live across devices.
 
 const SUBPROTOCOL = "herald.v1";
 
@@ -70,6 +71,60 @@ class RecentIds {
   }
 }
 
+/**
+ * An error answer from Herald's HTTP API. `status` is the HTTP status, `code` the server's
+ * error code (`unauthorized`, `invalid_request`, …) and the message names the server's.
+ */
+export class HeraldApiError extends Error {
+  constructor(method, path, status, code, serverMessage) {
+    super(`herald: ${method} ${path}: HTTP ${status}${code ? ` ${code}` : ""}: ${serverMessage}`);
+    this.name = "HeraldApiError";
+    this.status = status;
+    this.code = code;
+    this.serverMessage = serverMessage;
+  }
+}
+
+/**
+ * One call of Herald's HTTP API at `api` (its base URL): JSON in and out, `token` as
+ * `Authorization: Bearer`. Resolves with the answer's JSON (null when empty); a non-2xx
+ * answer rejects with a HeraldApiError carrying the server's `{"error":{code,message}}`.
+ */
+async function apiCall(f, api, method, path, { token, body } = {}) {
+  const headers = {};
+  if (token) headers.authorization = `Bearer ${token}`;
+  if (body !== undefined) headers["content-type"] = "application/json";
+  let answer;
+  try {
+    answer = await f(`${api}${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  } catch (e) {
+    // Unreachable, or (in a browser) refused by CORS: the page's origin must be in HERALD_CORS_ORIGINS.
+    throw new Error(`herald: ${method} ${path}: ${e?.message ?? e}`, { cause: e });
+  }
+  const text = await answer.text();
+  let json = null;
+  try { json = text ? JSON.parse(text) : null; } catch { /* not JSON: reported below if it matters */ }
+  if (!answer.ok) {
+    const err = json && typeof json === "object" ? json.error : null;
+    throw new HeraldApiError(method, path, answer.status, err?.code ?? null, err?.message ?? (text || answer.statusText));
+  }
+  return json;
+}
+
+/**
+ * Herald's HTTP base for a WebSocket URL: `ws:` becomes `http:`, `wss:` `https:`, and the
+ * trailing `/ws` path goes (`wss://push.example.com/ws` → `https://push.example.com`).
+ */
+export function httpBase(wsUrl) {
+  const u = new URL(wsUrl, globalThis.location?.href);
+  if (u.protocol === "ws:") u.protocol = "http:";
+  else if (u.protocol === "wss:") u.protocol = "https:";
+  u.pathname = u.pathname.replace(/\/ws\/?$/, "");
+  u.search = "";
+  u.hash = "";
+  return u.toString().replace(/\/$/, "");
+}
+
 export class HeraldClient extends EventTarget {
   #opts;
   #ws = null;
@@ -92,6 +147,18 @@ export class HeraldClient extends EventTarget {
   #reconnectTimer = null;
   #refreshTimer = null;
   #storage;
+  #apiUrl;
+  // The inbox's unread count (null until the server has told it). It counts every message
+  // with a seq up to #countedThrough, plus the ids in #counted (above it, counted as they
+  // arrived). #readIds: ids the server said are read, never counted again on arrival.
+  #unread = null;
+  #countedThrough = 0;
+  #counted = new Map(); // id -> seq
+  #readIds = new RecentIds(2000);
+  #maxSeq = 0; // the highest personal seq received
+  #watching = new Set(); // per inbox list in flight: the messages arriving meanwhile
+
+  #inbox;
 
   /**
    * @param {object} opts see herald.d.ts
@@ -114,8 +181,20 @@ export class HeraldClient extends EventTarget {
     this.#storage = opts.storage ?? defaultStorage();
     this.#seen = new RecentIds(this.#opts.dedupe);
     for (const t of opts.topics ?? []) this.#topics.set(t, 0);
+    this.#apiUrl = (opts.apiUrl ? String(opts.apiUrl) : httpBase(opts.url)).replace(/\/$/, "");
+    const client = this;
+    const idList = (ids) => (typeof ids === "string" ? [ids] : [...ids]);
+    this.#inbox = Object.freeze({
+      list: (o) => this.#inboxList(o),
+      markRead: (ids) => this.#inboxMark("read", { ids: idList(ids) }),
+      markAllRead: () => this.#inboxMark("read", { all: true }),
+      archive: (ids) => this.#inboxMark("archive", { ids: idList(ids) }),
+      get unreadCount() { return client.#unread; },
+    });
   }
 
+  /** The notification centre: the user's messages, marks and the live unread count (herald.d.ts: `HeraldInbox`). */
+  get inbox() { return this.#inbox; }
   /** The user this client is connected as (after the first `welcome`). */
   get userId() { return this.#userId; }
   /** The highest personal seq seen. */
@@ -233,6 +312,11 @@ export class HeraldClient extends EventTarget {
         }
         this.#scheduleRefresh();
         this.#emit("open", f);
+        // Back after a drop: reads made elsewhere meanwhile were not heard, and the resume
+        // may replay messages the count already has. Ask the server again.
+        if (!first && this.#unread !== null) {
+          this.#inboxList({ limit: 1 }).catch((e) => this.#emit("error", { code: "inbox", message: String(e?.message ?? e) }));
+        }
         break;
       }
       case "message": {
@@ -252,9 +336,17 @@ export class HeraldClient extends EventTarget {
         if (this.#opts.autoAck) this.ack(f.id);
         if (repeat) return;
         this.#seen.add(f.id);
+        const counted = this.#arrived(f);
         this.#emit("message", f);
+        if (counted) this.#emitUnread();
         break;
       }
+      case "read":
+        // A read on any of the user's sessions or through the API: the new count.
+        if (Array.isArray(f.ids)) for (const id of f.ids) this.#readIds.add(id);
+        if (typeof f.unread === "number") this.#setUnread(f.unread);
+        this.#emit("read", f);
+        break;
       case "resumed":
         // A complete replay brought everything up to the head (or it expired).
         if (f.complete) this.#had(0, f.seq);
@@ -268,6 +360,92 @@ export class HeraldClient extends EventTarget {
       case "error": this.#emit("error", f); break;
       default: break;
     }
+  }
+
+  // ---- inbox -------------------------------------------------------------------------
+
+  // A personal message not seen before: counted as unread unless the count already has it
+  // (its seq is at or below what the server counted: a replay) or it is known read.
+  // Returns whether the count changed.
+  #arrived(f) {
+    const seq = Number(f.seq) || 0;
+    if (seq > this.#maxSeq) this.#maxSeq = seq;
+    for (const w of this.#watching) w.push({ id: f.id, seq });
+    if (this.#unread === null || seq <= this.#countedThrough) return false;
+    if (this.#counted.has(f.id) || this.#readIds.has(f.id)) return false;
+    this.#counted.set(f.id, seq);
+    this.#unread += 1;
+    return true;
+  }
+
+  #emitUnread() { this.#emit("unread", { unread: this.#unread }); }
+
+  // A count the server computed just now, without saying up to which seq: it is taken to
+  // include every message received so far.
+  #setUnread(n) {
+    this.#countedThrough = Math.max(this.#countedThrough, this.#maxSeq);
+    this.#counted.clear();
+    this.#changeUnread(n);
+  }
+
+  #changeUnread(n) {
+    if (n === this.#unread) return;
+    this.#unread = n;
+    this.#emitUnread();
+  }
+
+  async #request(method, path, body) {
+    const f = this.#opts.fetch ?? globalThis.fetch;
+    if (!f) throw new Error("herald: no fetch (pass { fetch })");
+    if (!this.#token && this.#opts.getToken) this.#token = await this.#opts.getToken();
+    try {
+      return await apiCall(f, this.#apiUrl, method, path, { token: this.#token, body });
+    } catch (e) {
+      // An expired token: with getToken, once more with a fresh one.
+      if (!(e instanceof HeraldApiError) || e.status !== 401 || !this.#opts.getToken) throw e;
+      this.#token = await this.#opts.getToken();
+      return apiCall(f, this.#apiUrl, method, path, { token: this.#token, body });
+    }
+  }
+
+  async #inboxList({ limit, before } = {}) {
+    const q = new URLSearchParams();
+    if (limit !== undefined) q.set("limit", String(limit));
+    if (before !== undefined) q.set("before", String(before));
+    const query = q.toString();
+    const meanwhile = [];
+    this.#watching.add(meanwhile);
+    let page;
+    try {
+      page = await this.#request("GET", `/v1/me/inbox${query ? `?${query}` : ""}`);
+    } finally {
+      this.#watching.delete(meanwhile);
+    }
+    if (before === undefined) {
+      // The first page starts at the inbox's newest seq: the count covers every seq up to
+      // it. A message received meanwhile (or counted before) with a higher seq was not in
+      // it: the request raced its delivery, or a lagging replica answered.
+      const head = page.messages.reduce((m, x) => Math.max(m, Number(x.seq) || 0), 0);
+      const late = new Map();
+      for (const [id, seq] of [...this.#counted, ...meanwhile.map((m) => [m.id, m.seq])]) {
+        if (seq > head && !this.#readIds.has(id)) late.set(id, seq);
+      }
+      this.#countedThrough = head;
+      this.#counted = late;
+      this.#changeUnread(page.unread + late.size);
+    } else {
+      this.#setUnread(page.unread);
+    }
+    return page;
+  }
+
+  async #inboxMark(what, body) {
+    if (body.ids && body.ids.length === 0) throw new Error(`herald: inbox.${what === "read" ? "markRead" : "archive"} needs at least one id`);
+    const answer = await this.#request("POST", `/v1/me/inbox/${what}`, body);
+    for (const id of answer.ids ?? []) this.#readIds.add(id);
+    if (body.ids) for (const id of body.ids) this.#readIds.add(id);
+    this.#setUnread(answer.unread);
+    return answer;
   }
 
   async #onClose(ws, code, reason) {
@@ -372,9 +550,7 @@ export async function subscribeWebPush(registration, opts) {
   const token = opts.token ?? (opts.getToken ? await opts.getToken() : null);
   if (!token) throw new Error("herald: subscribeWebPush needs { token } or { getToken }");
   const api = opts.api.replace(/\/$/, "");
-  const keyAnswer = await f(`${api}/v1/webpush/key`);
-  if (!keyAnswer.ok) throw new Error(`herald: no Web Push key (HTTP ${keyAnswer.status})`);
-  const { public_key: publicKey } = await keyAnswer.json();
+  const { public_key: publicKey } = await apiCall(f, api, "GET", "/v1/webpush/key");
   let subscription = await registration.pushManager.getSubscription();
   if (!subscription) {
     subscription = await registration.pushManager.subscribe({
@@ -384,15 +560,10 @@ export async function subscribeWebPush(registration, opts) {
   }
   const json = typeof subscription.toJSON === "function" ? subscription.toJSON() : subscription;
   const deviceId = opts.deviceId ?? (await endpointId(json.endpoint));
-  const put = await f(`${api}/v1/me/devices/${encodeURIComponent(deviceId)}`, {
-    method: "PUT",
-    headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
-    body: JSON.stringify({ platform: "webpush", subscription: json }),
+  await apiCall(f, api, "PUT", `/v1/me/devices/${encodeURIComponent(deviceId)}`, {
+    token,
+    body: { platform: "webpush", subscription: json },
   });
-  if (!put.ok) {
-    const text = await put.text();
-    throw new Error(`herald: registering the subscription failed (HTTP ${put.status}): ${text}`);
-  }
   return { deviceId, subscription };
 }
 
