@@ -10,28 +10,7 @@ use support::Herald;
 #[test]
 fn the_console_sends_a_message_and_watches_it_arrive_and_be_delivered() {
     let root = support::root();
-    let chromium = Command::new(root.join("deploy/fetch-chromium.sh"))
-        .output()
-        .unwrap();
-    assert!(
-        chromium.status.success(),
-        "{}",
-        String::from_utf8_lossy(&chromium.stderr)
-    );
-    let chromium = String::from_utf8(chromium.stdout)
-        .unwrap()
-        .trim()
-        .to_string();
-    let browser_dir = root.join("tests/browser");
-    let npm = Command::new(root.join("deploy/fetch-npm.sh"))
-        .arg(&browser_dir)
-        .output()
-        .unwrap();
-    assert!(
-        npm.status.success(),
-        "npm ci in tests/browser: {}",
-        String::from_utf8_lossy(&npm.stderr)
-    );
+    let (chromium, browser_dir) = support::browser::chromium_and_playwright();
     let h = Herald::start();
     let mut node = Command::new("node");
     node.arg("console.mjs")

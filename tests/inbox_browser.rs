@@ -10,9 +10,8 @@
 //! - through the page's own origin, which forwards `/v1/…` to Herald (Herald behind the
 //!   app's reverse proxy): the first test;
 //! - to Herald's origin, allowed by `HERALD_CORS_ORIGINS` (a preflight, since they carry
-//!   `Authorization`): the second, ignored while Herald answers that preflight with a 405
-//!   (`with_fallbacks` in src/ops.rs replaces the `/v1/me/…` routes' 405 fallback, and with
-//!   it the CORS layer around it, so `OPTIONS` never reaches `cors::cors`).
+//!   `Authorization`): the second (it failed while the server-wide 405 fallback answered
+//!   that preflight instead of the CORS layer).
 
 mod support;
 
@@ -126,38 +125,11 @@ fn forward(
     }
 }
 
-fn chromium_and_playwright() -> (String, PathBuf) {
-    let root = support::root();
-    let chromium = Command::new(root.join("deploy/fetch-chromium.sh"))
-        .output()
-        .unwrap();
-    assert!(
-        chromium.status.success(),
-        "{}",
-        String::from_utf8_lossy(&chromium.stderr)
-    );
-    let chromium = String::from_utf8(chromium.stdout)
-        .unwrap()
-        .trim()
-        .to_string();
-    let browser_dir = root.join("tests/browser");
-    let npm = Command::new(root.join("deploy/fetch-npm.sh"))
-        .arg(&browser_dir)
-        .output()
-        .unwrap();
-    assert!(
-        npm.status.success(),
-        "npm ci in tests/browser: {}",
-        String::from_utf8_lossy(&npm.stderr)
-    );
-    (chromium, browser_dir)
-}
-
 /// Runs `tests/browser/inbox.mjs` on the page, its API through its own origin
 /// (`same_origin`) or Herald's (CORS).
 fn two_devices(same_origin: bool) {
     let root = support::root();
-    let (chromium, browser_dir) = chromium_and_playwright();
+    let (chromium, browser_dir) = support::browser::chromium_and_playwright();
     let upstream = Arc::new(OnceLock::new());
     let origin = serve_static(
         root.join("clients/js"),
@@ -210,7 +182,6 @@ fn the_inbox_page_keeps_two_devices_bells_in_step() {
 }
 
 #[test]
-#[ignore = "Herald answers the CORS preflight of /v1/me/... with a 405 (see the module doc)"]
 fn the_inbox_page_keeps_two_devices_bells_in_step_calling_herald_across_origins() {
     two_devices(false);
 }

@@ -3,7 +3,7 @@
 // arrive in the first and its status become "delivered" in the second. Screenshots go to
 // HERALD_SCREENSHOTS.
 //   BASE=http://127.0.0.1:8080 API_KEY=… CHROMIUM=… node console.mjs
-import { chromium } from "playwright-core";
+import { launch } from "./launch.mjs";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 
@@ -12,13 +12,7 @@ const apiKey = process.env.API_KEY;
 const shots = process.env.HERALD_SCREENSHOTS ?? "screenshots";
 mkdirSync(shots, { recursive: true });
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  headless: true,
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"],
-});
-const fail = async (message) => { console.error(`FAIL: ${message}`); await browser.close(); process.exit(1); };
+const { browser, fail } = await launch();
 
 try {
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });

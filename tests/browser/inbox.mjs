@@ -5,7 +5,7 @@
 // again: every count after the first load comes over the WebSocket. Screenshots go to
 // HERALD_SCREENSHOTS.
 //   PAGE='http://…/examples/inbox/index.html#url=ws://…/ws&token=…' BASE=http://… API_KEY=… CHROMIUM=… node inbox.mjs
-import { chromium } from "playwright-core";
+import { launch } from "./launch.mjs";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 
@@ -16,13 +16,7 @@ const user = process.env.USER_ID ?? "bob";
 const shots = process.env.HERALD_SCREENSHOTS ?? "screenshots";
 mkdirSync(shots, { recursive: true });
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  headless: true,
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"],
-});
-const fail = async (message) => { console.error(`FAIL: ${message}`); await browser.close(); process.exit(1); };
+const { browser, fail } = await launch();
 const T = { timeout: 15000 };
 
 // One device: its own context (storage, cookies), the page loaded, live, its list in.

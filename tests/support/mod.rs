@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod apns;
+pub mod browser;
 pub mod mail;
 pub mod nats;
 pub mod providers;

@@ -284,16 +284,24 @@ pub fn router(state: Arc<ApiState>) -> Router {
 
 /// The routes an app calls with its own client token (and from a browser: CORS).
 fn me_router(state: Arc<ApiState>) -> Router {
+    // Every route takes OPTIONS itself: a preflight must reach the CORS layer, and the
+    // server-wide 405 fallback (`ops::with_fallbacks`) would answer it otherwise.
+    let preflight = || async { axum::http::StatusCode::NO_CONTENT };
     Router::new()
-        .route("/v1/me/devices", get(list_my_devices))
-        .route("/v1/me/inbox", get(my_inbox))
-        .route("/v1/me/inbox/read", post(my_inbox_read))
-        .route("/v1/me/inbox/archive", post(my_inbox_archive))
+        .route("/v1/me/devices", get(list_my_devices).options(preflight))
+        .route("/v1/me/inbox", get(my_inbox).options(preflight))
+        .route("/v1/me/inbox/read", post(my_inbox_read).options(preflight))
+        .route(
+            "/v1/me/inbox/archive",
+            post(my_inbox_archive).options(preflight),
+        )
         .route(
             "/v1/me/devices/{device_id}",
-            put(put_my_device).delete(delete_my_device),
+            put(put_my_device)
+                .delete(delete_my_device)
+                .options(preflight),
         )
-        .route("/v1/webpush/key", get(webpush_key))
+        .route("/v1/webpush/key", get(webpush_key).options(preflight))
         .layer(middleware::from_fn_with_state(
             Arc::clone(&state),
             cors::cors,
