@@ -180,10 +180,11 @@ impl NatsEngine {
         // keep trying for a while rather than fail the whole process.
         let deadline = tokio::time::Instant::now() + SETUP_PATIENCE;
         let buckets = loop {
-            let attempt = async {
+            // Boxed: the set-up futures are large, and a caller's stack may be small.
+            let attempt = Box::pin(async {
                 setup_streams(&js, &names, &subjects, &options).await?;
                 setup_buckets(&js, &names, &options).await
-            };
+            });
             match attempt.await {
                 Ok(b) => break b,
                 Err(e) if tokio::time::Instant::now() < deadline => {
@@ -258,28 +259,30 @@ async fn setup_streams(
     // takes seconds; one after the other would add those up.
     // Existing streams are left alone unless their limits differ: with many processes
     // starting at once, needless updates only contend for the cluster's leader.
-    let creations = configs.into_iter().map(|config| async move {
-        let name = config.name.clone();
-        let fail = |e: &dyn std::fmt::Display| unavailable(&format!("stream {name}"), e);
-        match js.get_stream(&name).await {
-            Ok(mut existing) => {
-                let current = existing.info().await.map_err(|e| fail(&e))?.config.clone();
-                let differs = current.num_replicas != config.num_replicas
-                    || current.max_messages_per_subject != config.max_messages_per_subject
-                    || current.max_age != config.max_age
-                    || current.subjects != config.subjects;
-                if differs {
-                    js.update_stream(config).await.map_err(|e| fail(&e))?;
+    let creations = configs.into_iter().map(|config| {
+        Box::pin(async move {
+            let name = config.name.clone();
+            let fail = |e: &dyn std::fmt::Display| unavailable(&format!("stream {name}"), e);
+            match js.get_stream(&name).await {
+                Ok(mut existing) => {
+                    let current = existing.info().await.map_err(|e| fail(&e))?.config.clone();
+                    let differs = current.num_replicas != config.num_replicas
+                        || current.max_messages_per_subject != config.max_messages_per_subject
+                        || current.max_age != config.max_age
+                        || current.subjects != config.subjects;
+                    if differs {
+                        js.update_stream(config).await.map_err(|e| fail(&e))?;
+                    }
+                    Ok(())
                 }
-                Ok(())
+                Err(_) => match js.create_stream(config.clone()).await {
+                    Ok(_) => Ok(()),
+                    // Another process created it a moment ago.
+                    Err(_) if js.get_stream(&name).await.is_ok() => Ok(()),
+                    Err(e) => Err(fail(&e)),
+                },
             }
-            Err(_) => match js.create_stream(config.clone()).await {
-                Ok(_) => Ok(()),
-                // Another process created it a moment ago.
-                Err(_) if js.get_stream(&name).await.is_ok() => Ok(()),
-                Err(e) => Err(fail(&e)),
-            },
-        }
+        })
     });
     futures::future::try_join_all(creations).await?;
     Ok(())
@@ -317,7 +320,7 @@ async fn setup_buckets(
     ]
     .map(|(name, age)| {
         let config = bucket(name, age);
-        async move {
+        Box::pin(async move {
             if let Ok(store) = js.get_key_value(name.as_str()).await {
                 return Ok(store);
             }
@@ -328,7 +331,7 @@ async fn setup_buckets(
                     .await
                     .map_err(|_| unavailable(&format!("bucket {name}"), e)),
             }
-        }
+        })
     });
     let out = futures::future::try_join_all(creations).await?;
     let mut it = out.into_iter();
