@@ -172,10 +172,15 @@ impl Hooks {
         &self.store
     }
 
-    /// Queues the event for every webhook that wants it; returns once it is durable.
-    pub async fn announce(&self, event: &str, message_id: &str, user_id: &str, body: &Bytes) {
-        let list = self.list();
-        let deliveries: Vec<HookDelivery> = list
+    /// The deliveries of one event: one per webhook that wants it.
+    pub fn deliveries(
+        &self,
+        event: &str,
+        message_id: &str,
+        user_id: &str,
+        body: &Bytes,
+    ) -> Vec<HookDelivery> {
+        self.list()
             .iter()
             .filter(|h| h.wants(event))
             .map(|h| HookDelivery {
@@ -183,7 +188,12 @@ impl Hooks {
                 webhook: h.id.clone(),
                 body: body.clone(),
             })
-            .collect();
+            .collect()
+    }
+
+    /// Queues the event for every webhook that wants it; returns once it is durable.
+    pub async fn announce(&self, event: &str, message_id: &str, user_id: &str, body: &Bytes) {
+        let deliveries = self.deliveries(event, message_id, user_id, body);
         if deliveries.is_empty() {
             return;
         }

@@ -141,6 +141,20 @@ pub trait Webhooks: Send + Sync + 'static {
     async fn hook_backlog(&self, webhook: &str) -> StoreResult<u64>;
     /// The newest `limit` attempts, newest first.
     async fn hook_log(&self, webhook: &str, limit: usize) -> StoreResult<Vec<HookAttempt>>;
+    /// Records a job's final step and queues its webhook deliveries in one transaction, where
+    /// the engine can (`None`: it cannot; record, then [`Webhooks::enqueue_hooks`]). Then a
+    /// crash between the two cannot lose the events.
+    async fn advance_queueing(
+        &self,
+        _message_id: &str,
+        _idx: u32,
+        _attempt: Option<crate::store::AttemptRecord>,
+        _next: crate::store::JobNext,
+        _deliveries: Vec<HookDelivery>,
+    ) -> Option<StoreResult<()>> {
+        None
+    }
+
     /// Returns when the list of webhooks may have changed through another process (the
     /// embedded engine has no other: never).
     async fn webhooks_changed(&self) {

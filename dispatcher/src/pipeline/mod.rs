@@ -628,13 +628,33 @@ impl Pipeline {
         last_error: Option<String>,
     ) -> bool {
         let last_error = last_error.or_else(|| attempt.as_ref().and_then(|a| a.detail.clone()));
-        if !self
-            .advance(message, idx, attempt, JobNext::Finish { status, channel })
-            .await
-        {
-            return false;
-        }
         let now = now_ms();
+        let user_id = message
+            .recipients
+            .get(idx as usize)
+            .map_or("", |r| r.user_id.as_str());
+        let payload = stops::event_payload(&message.id, user_id, status.into(), channel, now);
+        // The status and its webhook deliveries in one commit where the engine can: a crash
+        // between recording one and queueing the other would lose the events.
+        let deliveries = match (&self.hooks, &payload) {
+            (Some(h), Some(p)) => h.deliveries(status.as_str(), &message.id, user_id, p),
+            _ => Vec::new(),
+        };
+        let next = JobNext::Finish { status, channel };
+        let queued = if deliveries.is_empty() {
+            if !self.advance(message, idx, attempt, next).await {
+                return false;
+            }
+            false
+        } else {
+            match self
+                .advance_queueing(message, idx, attempt, next, deliveries)
+                .await
+            {
+                Some(queued) => queued,
+                None => return false,
+            }
+        };
         metrics::histogram!("herald_delivery_seconds", "status" => status.as_str())
             .record((now - message.created_at).max(0) as f64 / 1000.0);
         metrics::counter!("herald_recipients_final_total", "status" => status.as_str())
@@ -658,9 +678,64 @@ impl Pipeline {
         if let Some(c) = counter {
             Counters::bump(c);
         }
-        self.announce(&message.id, &recipient.user_id, status.into(), channel, now)
+        if let Some(payload) = payload {
+            self.publish_event(
+                &message.id,
+                &recipient.user_id,
+                status.into(),
+                payload,
+                !queued,
+            )
             .await;
+        }
         true
+    }
+
+    /// Records a final step with its webhook deliveries (retrying like [`Self::advance`]):
+    /// `Some(true)` recorded and queued together, `Some(false)` recorded only (the engine
+    /// queues separately), `None` not recorded.
+    async fn advance_queueing(
+        &self,
+        message: &MessageRecord,
+        idx: u32,
+        attempt: Option<AttemptRecord>,
+        next: JobNext,
+        deliveries: Vec<herald_engine::HookDelivery>,
+    ) -> Option<bool> {
+        let Some(hooks) = &self.hooks else {
+            return self
+                .advance(message, idx, attempt, next)
+                .await
+                .then_some(false);
+        };
+        for delay_ms in [0u64, 100, 1000, 5000] {
+            if delay_ms > 0 {
+                tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+            }
+            let done = hooks
+                .store()
+                .advance_queueing(
+                    &message.id,
+                    idx,
+                    attempt.clone(),
+                    next.clone(),
+                    deliveries.clone(),
+                )
+                .await;
+            match done {
+                Some(Ok(())) => return Some(true),
+                Some(Err(e)) => {
+                    tracing::error!(message_id = %message.id, error = %e, "cannot record delivery step")
+                }
+                None => {
+                    return self
+                        .advance(message, idx, attempt, next)
+                        .await
+                        .then_some(false);
+                }
+            }
+        }
+        None
     }
 }
 

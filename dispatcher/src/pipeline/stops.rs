@@ -115,18 +115,22 @@ impl Pipeline {
         channel: Option<herald_common::api::ChannelKind>,
         at: i64,
     ) {
-        let event = StatusEvent {
-            id: id.to_string(),
-            user_id: user_id.to_string(),
-            status,
-            channel,
-            at: rfc3339(at),
-        };
-        let Ok(payload) = serde_json::to_vec(&event) else {
-            return;
-        };
-        let payload = Bytes::from(payload);
-        if let Some(hooks) = &self.hooks {
+        if let Some(payload) = event_payload(id, user_id, status, channel, at) {
+            self.publish_event(id, user_id, status, payload, true).await;
+        }
+    }
+
+    /// Publishes an event's payload (and queues it for webhooks unless that was done with
+    /// the status's own record).
+    pub(super) async fn publish_event(
+        &self,
+        id: &str,
+        user_id: &str,
+        status: EventStatus,
+        payload: Bytes,
+        queue_hooks: bool,
+    ) {
+        if queue_hooks && let Some(hooks) = &self.hooks {
             hooks.announce(status.as_str(), id, user_id, &payload).await;
         }
         let subject = self.subjects.event(status.as_str());
@@ -134,4 +138,22 @@ impl Pipeline {
             tracing::warn!(message_id = %id, error = %e, "could not publish status event");
         }
     }
+}
+
+/// The JSON of a status event (SPEC §5).
+pub(super) fn event_payload(
+    id: &str,
+    user_id: &str,
+    status: EventStatus,
+    channel: Option<herald_common::api::ChannelKind>,
+    at: i64,
+) -> Option<Bytes> {
+    let event = StatusEvent {
+        id: id.to_string(),
+        user_id: user_id.to_string(),
+        status,
+        channel,
+        at: rfc3339(at),
+    };
+    serde_json::to_vec(&event).ok().map(Bytes::from)
 }

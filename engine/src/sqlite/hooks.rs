@@ -15,7 +15,7 @@ use crate::hooks::{
     HookAttempt, HookDelivery, HookLanes, HookLease, HookSettle, HookSettler, LOG_LIMIT, Queued,
     WebhookRecord, Webhooks,
 };
-use crate::store::StoreResult;
+use crate::store::{AttemptRecord, JobNext, StoreResult};
 
 /// Refills the in-memory queues from the rows, on open.
 pub(super) fn load(c: &Connection) -> rusqlite::Result<HookLanes> {
@@ -55,6 +55,37 @@ fn log_line(c: &Connection, webhook: &str, line: &str, trim: bool) -> rusqlite::
         .execute(params![webhook, LOG_LIMIT as i64])?;
     }
     Ok(())
+}
+
+/// Inserts queued deliveries; says which were new (one queued already is left alone).
+fn insert_rows(c: &Connection, rows: &[HookDelivery], now: i64) -> rusqlite::Result<Vec<bool>> {
+    let mut insert = c.prepare_cached(
+        "INSERT OR IGNORE INTO hook_deliveries (id, webhook, body, attempt, due_at)
+         VALUES (?1, ?2, ?3, 1, ?4)",
+    )?;
+    let mut inserted = Vec::with_capacity(rows.len());
+    for d in rows {
+        inserted.push(insert.execute(params![d.id, d.webhook, d.body.as_ref(), now])? == 1);
+    }
+    Ok(inserted)
+}
+
+impl SqliteStore {
+    /// After the commit: the new deliveries join their webhooks' in-memory queues (one
+    /// queued already, announced again after a crash, is not queued twice).
+    fn queue_inserted(&self, deliveries: Vec<HookDelivery>, inserted: Vec<bool>, now: i64) {
+        for (d, _) in deliveries.into_iter().zip(inserted).filter(|(_, new)| *new) {
+            self.hooks.push(
+                &d.webhook,
+                now,
+                Queued {
+                    id: d.id,
+                    attempt: 1,
+                    body: d.body,
+                },
+            );
+        }
+    }
 }
 
 struct RowSettler {
@@ -163,38 +194,34 @@ impl Webhooks for SqliteStore {
         Ok(deleted)
     }
 
+    async fn advance_queueing(
+        &self,
+        message_id: &str,
+        idx: u32,
+        attempt: Option<AttemptRecord>,
+        next: JobNext,
+        deliveries: Vec<HookDelivery>,
+    ) -> Option<StoreResult<()>> {
+        let now = now_ms();
+        let rows = deliveries.clone();
+        let message_id = message_id.to_string();
+        let inserted = self
+            .write(move |c| {
+                super::messages::advance_rows(c, &message_id, idx, &attempt, &next)?;
+                insert_rows(c, &rows, now)
+            })
+            .await;
+        Some(inserted.map(|inserted| self.queue_inserted(deliveries, inserted, now)))
+    }
+
     async fn enqueue_hooks(&self, deliveries: Vec<HookDelivery>) -> StoreResult<()> {
         if deliveries.is_empty() {
             return Ok(());
         }
         let now = now_ms();
         let rows = deliveries.clone();
-        let inserted = self
-            .write(move |c| {
-                let mut insert = c.prepare_cached(
-                    "INSERT OR IGNORE INTO hook_deliveries (id, webhook, body, attempt, due_at)
-                     VALUES (?1, ?2, ?3, 1, ?4)",
-                )?;
-                let mut inserted = Vec::with_capacity(rows.len());
-                for d in &rows {
-                    inserted
-                        .push(insert.execute(params![d.id, d.webhook, d.body.as_ref(), now])? == 1);
-                }
-                Ok(inserted)
-            })
-            .await?;
-        // One queued already (announced again after a crash) is not queued twice.
-        for (d, _) in deliveries.into_iter().zip(inserted).filter(|(_, new)| *new) {
-            self.hooks.push(
-                &d.webhook,
-                now,
-                Queued {
-                    id: d.id,
-                    attempt: 1,
-                    body: d.body,
-                },
-            );
-        }
+        let inserted = self.write(move |c| insert_rows(c, &rows, now)).await?;
+        self.queue_inserted(deliveries, inserted, now);
         Ok(())
     }
 

@@ -8,7 +8,7 @@ use herald_common::api::{
     UserProfile,
 };
 use herald_common::time::{now_ms, rfc3339};
-use rusqlite::{OptionalExtension, Row, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{SqliteStore, channel_of, corrupt, status_of};
 use crate::store::{
@@ -159,69 +159,8 @@ impl Store for SqliteStore {
         next: JobNext,
     ) -> StoreResult<()> {
         let message_id = message_id.to_string();
-        self.write(move |c| {
-            if let Some(a) = &attempt {
-                let devices = (!a.devices.is_empty())
-                    .then(|| serde_json::to_string(&a.devices))
-                    .transpose()
-                    .map_err(corrupt)?;
-                c.prepare_cached(
-                    "INSERT INTO attempts (message_id, idx, channel, outcome, detail, at, provider, devices)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )?
-                .execute(params![
-                    message_id,
-                    idx,
-                    a.channel.as_str(),
-                    a.outcome.as_str(),
-                    a.detail,
-                    a.at,
-                    a.provider,
-                    devices
-                ])?;
-            }
-            match &next {
-                JobNext::Continue(s) => {
-                    c.prepare_cached(
-                        "UPDATE jobs SET channel_idx = ?3, channel_attempt = ?4, due_at = ?5,
-                         best_status = ?6, best_channel = ?7, ext = ?8 WHERE message_id = ?1 AND idx = ?2",
-                    )?
-                    .execute(params![
-                        message_id,
-                        idx,
-                        s.channel_idx,
-                        s.channel_attempt,
-                        s.due_at,
-                        s.best.map(|b| b.0.as_str()),
-                        s.best.map(|b| b.1.as_str()),
-                        JobExt::of(s),
-                    ])?;
-                    // A scheduled recipient's first step: it is under way.
-                    c.prepare_cached(
-                        "UPDATE recipients SET status = 'pending'
-                         WHERE message_id = ?1 AND idx = ?2 AND status = 'scheduled'",
-                    )?
-                    .execute(params![message_id, idx])?;
-                }
-                JobNext::Finish { status, channel } => {
-                    c.prepare_cached("DELETE FROM jobs WHERE message_id = ?1 AND idx = ?2")?
-                        .execute(params![message_id, idx])?;
-                    c.prepare_cached(
-                        "UPDATE recipients SET status = ?3, channel = ?4, updated_at = ?5
-                         WHERE message_id = ?1 AND idx = ?2",
-                    )?
-                    .execute(params![
-                        message_id,
-                        idx,
-                        status.as_str(),
-                        channel.map(|c| c.as_str()),
-                        now_ms()
-                    ])?;
-                }
-            }
-            Ok(())
-        })
-        .await
+        self.write(move |c| advance_rows(c, &message_id, idx, &attempt, &next))
+            .await
     }
 
     async fn pending(&self) -> StoreResult<Vec<PendingMessage>> {
@@ -568,4 +507,75 @@ impl Store for SqliteStore {
                 .await
                 .is_ok()
     }
+}
+
+/// A job's step in rows: its attempt, then its next state or its final status. Shared by
+/// `advance` and the webhook-queueing finish (one transaction for both).
+pub(super) fn advance_rows(
+    c: &Connection,
+    message_id: &str,
+    idx: u32,
+    attempt: &Option<AttemptRecord>,
+    next: &JobNext,
+) -> rusqlite::Result<()> {
+    if let Some(a) = &attempt {
+        let devices = (!a.devices.is_empty())
+            .then(|| serde_json::to_string(&a.devices))
+            .transpose()
+            .map_err(corrupt)?;
+        c.prepare_cached(
+            "INSERT INTO attempts (message_id, idx, channel, outcome, detail, at, provider, devices)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?
+        .execute(params![
+            message_id,
+            idx,
+            a.channel.as_str(),
+            a.outcome.as_str(),
+            a.detail,
+            a.at,
+            a.provider,
+            devices
+        ])?;
+    }
+    match &next {
+        JobNext::Continue(s) => {
+            c.prepare_cached(
+                "UPDATE jobs SET channel_idx = ?3, channel_attempt = ?4, due_at = ?5,
+                 best_status = ?6, best_channel = ?7, ext = ?8 WHERE message_id = ?1 AND idx = ?2",
+            )?
+            .execute(params![
+                message_id,
+                idx,
+                s.channel_idx,
+                s.channel_attempt,
+                s.due_at,
+                s.best.map(|b| b.0.as_str()),
+                s.best.map(|b| b.1.as_str()),
+                JobExt::of(s),
+            ])?;
+            // A scheduled recipient's first step: it is under way.
+            c.prepare_cached(
+                "UPDATE recipients SET status = 'pending'
+                 WHERE message_id = ?1 AND idx = ?2 AND status = 'scheduled'",
+            )?
+            .execute(params![message_id, idx])?;
+        }
+        JobNext::Finish { status, channel } => {
+            c.prepare_cached("DELETE FROM jobs WHERE message_id = ?1 AND idx = ?2")?
+                .execute(params![message_id, idx])?;
+            c.prepare_cached(
+                "UPDATE recipients SET status = ?3, channel = ?4, updated_at = ?5
+                 WHERE message_id = ?1 AND idx = ?2",
+            )?
+            .execute(params![
+                message_id,
+                idx,
+                status.as_str(),
+                channel.map(|c| c.as_str()),
+                now_ms()
+            ])?;
+        }
+    }
+    Ok(())
 }
