@@ -201,6 +201,51 @@ pub(crate) fn progress(text: &str) {
     eprintln!("[herald-bench] {text}");
 }
 
+/// The engines an `--engines` option names: `embedded`, `cluster` or `both`.
+pub(crate) fn engines_of(choice: &str) -> Vec<&str> {
+    match choice {
+        "both" => vec!["embedded", "cluster"],
+        one => vec![one],
+    }
+}
+
+/// Which of two interleaved variants runs first in `round`: they alternate, so neither
+/// always meets the fuller store.
+pub(crate) fn interleaved(round: usize) -> [bool; 2] {
+    if round.is_multiple_of(2) {
+        [false, true]
+    } else {
+        [true, false]
+    }
+}
+
+/// A list of per-run rates, for a report.
+pub(crate) fn runs_text(v: &[f64]) -> String {
+    v.iter()
+        .map(|x| format!("{x:.0}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Writes `<name>.json` and `<name>.md` into `out`, prints the report and removes the
+/// scratch directory.
+pub(crate) fn write_results<T: Serialize>(
+    out: &Path,
+    name: &str,
+    results: &T,
+    md: &str,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out)?;
+    std::fs::write(
+        out.join(format!("{name}.json")),
+        serde_json::to_string_pretty(results)?,
+    )?;
+    std::fs::write(out.join(format!("{name}.md")), md)?;
+    println!("{md}");
+    let _ = std::fs::remove_dir_all(scratch_root());
+    Ok(())
+}
+
 /// A running server under test.
 struct Server {
     child: Child,

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
-use crate::controller::{API_KEY, BodyOf, ingest_with, progress};
+use crate::controller::{API_KEY, ingest_with, progress};
 use crate::logic::{median, start};
 
 #[derive(clap::Args, Clone)]
@@ -264,18 +264,10 @@ async fn run_engine(opts: &Options, engine: &str) -> anyhow::Result<HookRun> {
         None,
     )
     .await?;
-    let plain: BodyOf = Arc::new(|user| {
-        format!(
-            r#"{{"to":["offline{user}"],"title":"Order A-1042 shipped","body":"Hi Ada, your 3 items ship December 24, 2026.","channels":["in_app"]}}"#
-        )
-    });
+    let plain = crate::logic::plain_body();
     let window = Duration::from_secs(opts.secs);
     for round in 0..opts.rounds {
-        let order = if round % 2 == 0 {
-            [false, true]
-        } else {
-            [true, false]
-        };
+        let order = crate::controller::interleaved(round);
         for with_hook in order {
             let hook = if with_hook {
                 Some(create_hook(&http, &server.base, &url, &receiver).await?)
@@ -327,10 +319,7 @@ async fn run_engine(opts: &Options, engine: &str) -> anyhow::Result<HookRun> {
 }
 
 pub async fn run(opts: Options) -> anyhow::Result<()> {
-    let engines: Vec<&str> = match opts.engines.as_str() {
-        "both" => vec!["embedded", "cluster"],
-        one => vec![one],
-    };
+    let engines = crate::controller::engines_of(&opts.engines);
     let mut results = HookResults {
         machine: crate::controller::machine(),
         date: herald_common::time::rfc3339(herald_common::time::now_ms()),
@@ -341,16 +330,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         progress(&format!("webhooks/{engine}: {run:?}"));
         results.runs.push(run);
     }
-    std::fs::create_dir_all(&opts.out)?;
-    std::fs::write(
-        opts.out.join("webhooks.json"),
-        serde_json::to_string_pretty(&results)?,
-    )?;
     let md = report(&results, &opts);
-    std::fs::write(opts.out.join("webhooks.md"), &md)?;
-    println!("{md}");
-    let _ = std::fs::remove_dir_all(crate::controller::scratch_root());
-    Ok(())
+    crate::controller::write_results(&opts.out, "webhooks", &results, &md)
 }
 
 fn report(r: &HookResults, opts: &Options) -> String {
@@ -358,12 +339,6 @@ fn report(r: &HookResults, opts: &Options) -> String {
         "## Status webhooks ({})\n\n{}\n\nCallbacks: {} `failed` events (offline recipients of `in_app`-only messages, {} per message) queued while a local receiver held its POSTs, then released; callbacks/s = events / (release → last received). Every 50th signature checked. Ingest: {} HTTP requests in flight, {} s runs, {} of each interleaved, with a `*` webhook registered (every accepted message is delivered and announced during the run) against none.\n\n| engine | callbacks/s | queued in | TCP connections | signatures bad / checked | ingest without (median) | ingest with a webhook (median) | with / without | runs (without; with) |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n",
         r.date, r.machine, opts.events, opts.per_message, opts.concurrency, opts.secs, opts.rounds
     );
-    let list = |v: &[f64]| {
-        v.iter()
-            .map(|x| format!("{x:.0}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     for run in &r.runs {
         md += &format!(
             "| {} | {:.0} | {:.1} s | {} | {} / {} | {:.0} | {:.0} | {:.2} | {}; {} |\n",
@@ -376,8 +351,8 @@ fn report(r: &HookResults, opts: &Options) -> String {
             run.ingest_without_median,
             run.ingest_with_median,
             run.ingest_ratio,
-            list(&run.ingest_without_per_s),
-            list(&run.ingest_with_per_s)
+            crate::controller::runs_text(&run.ingest_without_per_s),
+            crate::controller::runs_text(&run.ingest_with_per_s)
         );
     }
     md

@@ -92,6 +92,16 @@ fn fixture(part: &str) -> Value {
     serde_json::from_str::<Value>(FIXTURE).map_or(Value::Null, |all| all[part].clone())
 }
 
+/// A plain in-app send to an offline user: the same text the fixture template renders for
+/// `in_app` (title and body), inline.
+pub(crate) fn plain_body() -> BodyOf {
+    Arc::new(|user| {
+        format!(
+            r#"{{"to":["offline{user}"],"title":"Order A-1042 shipped","body":"Hi Ada, your 3 items ship December 24, 2026.","channels":["in_app"]}}"#
+        )
+    })
+}
+
 pub(crate) fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
@@ -150,12 +160,7 @@ async fn ingest(opts: &Options, engine: &str) -> anyhow::Result<IngestPair> {
         .send()
         .await?
         .error_for_status()?;
-    // The same text as the template renders for `in_app` (title and body), sent inline.
-    let plain: BodyOf = Arc::new(|user| {
-        format!(
-            r#"{{"to":["offline{user}"],"title":"Order A-1042 shipped","body":"Hi Ada, your 3 items ship December 24, 2026.","channels":["in_app"]}}"#
-        )
-    });
+    let plain = plain_body();
     let vars = fixture("vars").to_string();
     let templated: BodyOf = Arc::new(move |user| {
         format!(
@@ -168,12 +173,7 @@ async fn ingest(opts: &Options, engine: &str) -> anyhow::Result<IngestPair> {
         ..Default::default()
     };
     for round in 0..opts.rounds {
-        // Alternate which goes first, so neither always meets a fuller store.
-        let order = if round % 2 == 0 {
-            [false, true]
-        } else {
-            [true, false]
-        };
+        let order = crate::controller::interleaved(round);
         for with_template in order {
             let body = if with_template { &templated } else { &plain };
             let r = ingest_with(
@@ -324,10 +324,7 @@ async fn deferred(opts: &Options, engine: &str) -> anyhow::Result<DeferredRun> {
 }
 
 pub async fn run(opts: Options) -> anyhow::Result<()> {
-    let engines: Vec<&str> = match opts.engines.as_str() {
-        "both" => vec!["embedded", "cluster"],
-        one => vec![one],
-    };
+    let engines = crate::controller::engines_of(&opts.engines);
     let mut results = LogicResults {
         machine: crate::controller::machine(),
         date: herald_common::time::rfc3339(herald_common::time::now_ms()),
@@ -343,16 +340,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         progress(&format!("logic/{engine}: {run:?}"));
         results.deferred.push(run);
     }
-    std::fs::create_dir_all(&opts.out)?;
-    std::fs::write(
-        opts.out.join("logic.json"),
-        serde_json::to_string_pretty(&results)?,
-    )?;
     let md = report(&results, &opts);
-    std::fs::write(opts.out.join("logic.md"), &md)?;
-    println!("{md}");
-    let _ = std::fs::remove_dir_all(crate::controller::scratch_root());
-    Ok(())
+    crate::controller::write_results(&opts.out, "logic", &results, &md)
 }
 
 fn report(r: &LogicResults, opts: &Options) -> String {
@@ -360,12 +349,6 @@ fn report(r: &LogicResults, opts: &Options) -> String {
         "## Notification logic ({})\n\n{}\n\n### Ingest with templates\n\n{} HTTP requests in flight, {} s runs, {} of each variant interleaved; users offline, channel `in_app` (so every message is also delivered during the run); plain sends carry inline the title and body the template renders. A delivery renders only the parts its channels read (here title and body), once per message, locale and zone.\n\n| engine | plain accepted/s (median) | templated accepted/s (median) | templated / plain | runs (plain; templated) |\n| --- | ---: | ---: | ---: | --- |\n",
         r.date, r.machine, opts.concurrency, opts.secs, opts.rounds
     );
-    let list = |v: &[f64]| {
-        v.iter()
-            .map(|x| format!("{x:.0}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     for p in &r.ingest {
         md += &format!(
             "| {} | {:.0} | {:.0} | {:.2} | {}; {} |\n",
@@ -373,8 +356,8 @@ fn report(r: &LogicResults, opts: &Options) -> String {
             p.plain_median,
             p.templated_median,
             p.ratio,
-            list(&p.plain_per_s),
-            list(&p.templated_per_s)
+            crate::controller::runs_text(&p.plain_per_s),
+            crate::controller::runs_text(&p.templated_per_s)
         );
     }
     md += "\n### Deferred recipients (quiet hours)\n\n| engine | recipients deferred | time to defer them | Herald RSS before → after | nats-server RSS before → after | idle CPU while holding them (share of a core) |\n| --- | ---: | ---: | --- | --- | --- |\n";

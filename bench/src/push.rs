@@ -485,10 +485,7 @@ async fn run_naive(opts: &Options, keys: &Keys, mock: &Mock) -> anyhow::Result<N
 pub async fn run(opts: Options) -> anyhow::Result<()> {
     let mock = Mock::start().await?;
     let keys = write_keys(&crate::controller::scratch("push-keys"), &mock.base)?;
-    let engines: Vec<&str> = match opts.engines.as_str() {
-        "both" => vec!["embedded", "cluster"],
-        one => vec![one],
-    };
+    let engines = crate::controller::engines_of(&opts.engines);
     let mut results = PushResults {
         machine: crate::controller::machine(),
         date: herald_common::time::rfc3339(herald_common::time::now_ms()),
@@ -505,16 +502,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     crate::controller::progress(&format!("push/naive: {naive:?}"));
     results.naive = Some(naive);
     let mock_cpu = cpu_seconds(mock.pid());
-    std::fs::create_dir_all(&opts.out)?;
-    std::fs::write(
-        opts.out.join("push.json"),
-        serde_json::to_string_pretty(&results)?,
-    )?;
     let md = report(&results, mock_cpu);
-    std::fs::write(opts.out.join("push.md"), &md)?;
-    println!("{md}");
-    let _ = std::fs::remove_dir_all(crate::controller::scratch_root());
-    Ok(())
+    crate::controller::write_results(&opts.out, "push", &results, &md)
 }
 
 fn report(r: &PushResults, mock_cpu: f64) -> String {

@@ -11,7 +11,7 @@
 //! the other way round (a key can come short of its quota, never over it).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -50,7 +50,6 @@ pub struct DynamicKeys {
     subject: String,
     entries: RwLock<Vec<Entry>>,
     blocks: tokio::sync::Mutex<HashMap<String, Block>>,
-    refreshing: Mutex<()>,
 }
 
 /// A presented key that matched one created through the API.
@@ -62,10 +61,6 @@ pub struct Found {
 
 pub fn digest(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn unhex(text: &str) -> Option<[u8; 32]> {
@@ -102,7 +97,6 @@ impl DynamicKeys {
             subject: format!("{}.keys.changed", subjects.prefix()),
             entries: RwLock::new(Vec::new()),
             blocks: tokio::sync::Mutex::new(HashMap::new()),
-            refreshing: Mutex::new(()),
         });
         let (tx, mut rx) = mpsc::channel(64);
         let sub = bus
@@ -132,7 +126,6 @@ impl DynamicKeys {
 
     async fn refresh(&self) -> Result<(), StoreError> {
         let records = self.store.api_keys().await?;
-        let _one_at_a_time = self.refreshing.lock();
         let entries = records
             .into_iter()
             .filter_map(|r| {
@@ -242,7 +235,7 @@ mod tests {
     #[test]
     fn digests_round_trip_through_hex() {
         let d = digest("hk_secret");
-        assert_eq!(unhex(&hex(&d)), Some(d));
+        assert_eq!(unhex(&crate::channels::signing::hex(&d)), Some(d));
         assert_eq!(unhex("zz"), None);
     }
 }

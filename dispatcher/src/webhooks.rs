@@ -51,8 +51,7 @@ fn delivery_id(webhook: &str, message_id: &str, user_id: &str, event: &str) -> S
         h.update([0]);
     }
     let digest = h.finalize();
-    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-    format!("msg_{hex}")
+    format!("msg_{}", crate::channels::signing::hex(&digest[..16]))
 }
 
 /// What the log keeps of an event body, without parsing it twice.

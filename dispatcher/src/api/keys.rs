@@ -12,8 +12,9 @@ use herald_common::time::{now_ms, rfc3339};
 use herald_engine::ApiKeyRecord;
 
 use super::{JsonBody, St, path_param};
+use crate::channels::signing::hex;
 use crate::error::ApiError;
-use crate::keys::{digest, hex};
+use crate::keys::digest;
 
 fn stored_view(r: &ApiKeyRecord, key: Option<String>) -> KeyView {
     KeyView {

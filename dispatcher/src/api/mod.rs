@@ -108,11 +108,9 @@ struct BearerAuth;
 impl utoipa::Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        // Every API-key route may answer 403: the key lacks the route's scope.
         for (path, item) in openapi.paths.paths.iter_mut() {
-            if path.starts_with("/v1/me/") || path == "/v1/webpush/key" {
-                continue;
-            }
+            // Every API-key route may answer 403: the key lacks the route's scope.
+            let api_key = !(path.starts_with("/v1/me/") || path == "/v1/webpush/key");
             for op in [
                 &mut item.get,
                 &mut item.put,
@@ -123,32 +121,22 @@ impl utoipa::Modify for BearerAuth {
             .into_iter()
             .flatten()
             {
-                op.responses.responses.entry("403".into()).or_insert_with(|| {
-                    utoipa::openapi::ResponseBuilder::new()
-                        .description("The API key lacks the scope this route needs (send, read or admin)")
-                        .content(
-                            "application/json",
-                            utoipa::openapi::ContentBuilder::new()
-                                .schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody")))
-                                .build(),
-                        )
-                        .build()
-                        .into()
-                });
-            }
-        }
-        // Path parameters say what the handlers accept, so generated clients check it too.
-        for (path, item) in openapi.paths.paths.iter_mut() {
-            for op in [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.patch,
-            ]
-            .into_iter()
-            .flatten()
-            {
+                if api_key {
+                    op.responses.responses.entry("403".into()).or_insert_with(|| {
+                        utoipa::openapi::ResponseBuilder::new()
+                            .description("The API key lacks the scope this route needs (send, read or admin)")
+                            .content(
+                                "application/json",
+                                utoipa::openapi::ContentBuilder::new()
+                                    .schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody")))
+                                    .build(),
+                            )
+                            .build()
+                            .into()
+                    });
+                }
+                // Path parameters say what the handlers accept, so generated clients check
+                // it too.
                 for p in op.parameters.iter_mut().flatten() {
                     let utoipa::openapi::RefOr::T(p) = p else {
                         continue;
