@@ -378,9 +378,24 @@ async fn a_locked_store_answers_503_and_loses_nothing() {
     let _ = locker.stdin.take().map(|mut s| s.write_all(b""));
     let _ = locker.kill();
     let _ = locker.wait();
-    let id = api
-        .send(json!({"to": ["ann"], "title": "after the lock"}))
+    // Sent by hand, so that a transport error shows herald's log (it failed once with a
+    // connection reset here, cause not yet found).
+    let sent = api
+        .http
+        .post(api.url("/v1/messages"))
+        .bearer_auth(support::API_KEY)
+        .json(&json!({"to": ["ann"], "title": "after the lock"}))
+        .send()
         .await;
+    let sent = match sent {
+        Ok(r) => r,
+        Err(e) => panic!("POST after the lock: {e:?}\nherald log:\n{}", h.log_text()),
+    };
+    assert_eq!(sent.status(), 202);
+    let id = sent.json::<serde_json::Value>().await.expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
     assert_ne!(api.wait_final(&id, WAIT).await["status"], "pending");
 }
 
