@@ -382,6 +382,24 @@ async fn chaos(
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let missed_personal = missed();
+    // What became of each one missed, and what the processes said about it.
+    for (id, user, _) in accepted.iter().filter(|(id, u, k)| {
+        *k == "online"
+            && seen
+                .get(u)
+                .is_some_and(|s| !s.lock().unwrap().ids.contains(id))
+    }) {
+        let a = api.get(&format!("/v1/messages/{id}")).await;
+        let s = seen[user].lock().unwrap();
+        eprintln!(
+            "missed by {user} (sessions {}, seqs {:?}, floor {}): {}\n{}",
+            s.sessions,
+            s.seqs,
+            s.floor,
+            a.body["recipients"][0],
+            topology.logs_about(id)
+        );
+    }
     let mut gaps = 0;
     let mut duplicates_in_session = 0;
     for s in seen.values() {

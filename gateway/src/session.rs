@@ -14,6 +14,7 @@ use herald_common::protocol::{ClientFrame, MessageFrame, ServerFrame, close};
 use herald_common::ratelimit::TokenBucket;
 use herald_common::time::now_ms;
 use herald_common::topic::validate_topic;
+use herald_engine::store::{StoreError, StoreResult};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tungstenite::Message;
@@ -401,12 +402,9 @@ impl Session {
     }
 
     async fn resume(&mut self, socket: &TcpStream, since: u64) -> Step {
-        let page = match self
-            .gw
-            .history
-            .read_inbox(&self.shared.user, since, self.gw.config.inbox_limit)
-            .await
-        {
+        let (history, user) = (&self.gw.history, &self.shared.user);
+        let limit = self.gw.config.inbox_limit;
+        let page = match patiently(|| history.read_inbox(user, since, limit)).await {
             Ok(page) => page,
             Err(e) => {
                 tracing::warn!(session_id = %session_id(&self.gw, self.shared.id), user_id = %self.shared.user, error = %e, "resume failed");
@@ -490,7 +488,8 @@ impl Session {
             Some(s) => (s, self.gw.config.topic_history_limit),
             None => (u64::MAX, 0),
         };
-        let page = match self.gw.history.read_topic(&topic, since_q, limit).await {
+        let history = &self.gw.history;
+        let page = match patiently(|| history.read_topic(&topic, since_q, limit)).await {
             Ok(page) => page,
             Err(e) => {
                 tracing::warn!(session_id = %session_id(&self.gw, self.shared.id), user_id = %self.shared.user, topic = %topic, error = %e, "topic history unavailable");
@@ -547,5 +546,30 @@ impl Session {
             }
         })
         .await;
+    }
+}
+
+/// Waits between tries of a history read the store could not answer: about ten seconds in
+/// all, the length of a JetStream leader election after a node dies. Meanwhile the session
+/// holds its live frames — there are none to hold, as nothing is appended to a history
+/// without its leader either.
+const HISTORY_RETRY_MS: [u64; 7] = [100, 200, 400, 800, 1600, 3200, 3200];
+
+/// Runs a history read until it answers, or until [`HISTORY_RETRY_MS`] is spent on a store
+/// that stays unavailable (corrupt data is not retried).
+async fn patiently<T, F, Fut>(mut read: F) -> StoreResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = StoreResult<T>>,
+{
+    let mut waits = HISTORY_RETRY_MS.iter();
+    loop {
+        match read().await {
+            Err(StoreError::Unavailable(e) | StoreError::Backend(e)) => match waits.next() {
+                Some(ms) => tokio::time::sleep(Duration::from_millis(*ms)).await,
+                None => return Err(StoreError::Unavailable(e)),
+            },
+            done => return done,
+        }
     }
 }

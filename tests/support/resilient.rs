@@ -108,6 +108,18 @@ pub async fn run(
                     let mut s = seen.lock().unwrap();
                     s.floor = s.floor.max(head);
                 }
+                Some(Frame::Json(v))
+                    if v["type"] == "error"
+                        && matches!(
+                            v["code"].as_str(),
+                            Some("unavailable" | "history_unavailable")
+                        ) =>
+                {
+                    // The gateway could not read history (its store is failing over) and
+                    // has retried for a while: a new session resumes, as the SDK does.
+                    seen.lock().unwrap().closes.push((1000, Instant::now()));
+                    break;
+                }
                 Some(Frame::Json(_)) => {}
                 Some(Frame::Close(code)) => {
                     seen.lock().unwrap().closes.push((code, Instant::now()));

@@ -255,6 +255,14 @@ export class HeraldClient extends EventTarget {
     this.#schedule(0);
   }
 
+  /** Ends this session and opens a new one after a backoff. */
+  #renew() {
+    const ws = this.#ws;
+    this.#ws = null;
+    if (ws) ws.close(CLOSE.NORMAL, "reconnect");
+    this.#schedule(this.#backoff());
+  }
+
   #emit(type, detail) { this.dispatchEvent(new CustomEvent(type, { detail })); }
 
   #send(frame) {
@@ -357,7 +365,13 @@ export class HeraldClient extends EventTarget {
         this.#emit("subscribed", f);
         break;
       case "unsubscribed": this.#emit("unsubscribed", f); break;
-      case "error": this.#emit("error", f); break;
+      case "error":
+        this.#emit("error", f);
+        // The server could not read history for a resume or a topic (its store is failing
+        // over) and has already retried for a while: a new session after a pause resumes
+        // and resubscribes from what this client has, so nothing stays unread.
+        if (f.code === "unavailable" || f.code === "history_unavailable") this.#renew();
+        break;
       default: break;
     }
   }

@@ -92,6 +92,30 @@ pub(crate) async fn last_of(
     }
 }
 
+/// The first message of `subject` at or after stream sequence `from`. Any replica may
+/// answer; a replica that has not applied the newest writes says "none" where the leader
+/// has one, so a miss is asked again of the leader and only the leader's miss is `None`.
+/// (A replica holds a prefix of the stream, so what it does answer is the right message.)
+pub(crate) async fn next_of(
+    stream: &stream::Stream,
+    subject: &str,
+    from: u64,
+) -> StoreResult<Option<jetstream::message::StreamMessage>> {
+    match stream
+        .direct_get_next_for_subject(subject, Some(from))
+        .await
+    {
+        Ok(m) => return Ok(Some(m)),
+        Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => {}
+        Err(e) => return Err(backend("history read", e)),
+    }
+    match stream.get_first_raw_message_by_subject(subject, from).await {
+        Ok(m) => Ok(Some(m)),
+        Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(e) => Err(backend("history read", e)),
+    }
+}
+
 /// Read-modify-write with compare-and-set, retried on conflict. `f` sees the current value
 /// (or `None`) and returns the new value and a result, or `None` to leave it unchanged.
 /// The first read may come from any replica; an absence, and every read after a conflict,

@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 use super::NatsEngine;
 pub(crate) use super::kv_json::{
     backend, corrupt, create_json, get_json, get_json_confirmed, get_json_latest, hex, last_of,
-    modify,
+    modify, next_of,
 };
 use crate::store::{
     AcceptOutcome, AttemptRecord, History, HistoryPage, IdempotencyClaim, JobNext, JobState,
@@ -171,18 +171,25 @@ impl NatsStore {
         }
     }
 
-    /// The newest seq of a subject: its last entry's, or (once every entry has aged out)
-    /// the one remembered in the head bucket.
-    async fn head(&self, kind: Kind, name: &str) -> StoreResult<u64> {
+    /// The newest entry of a subject, from the stream's leader, and its seq (once every
+    /// entry has aged out: the one remembered in the head bucket, also from the leader).
+    /// Not from any replica: a resume that took a lagging replica's head for the truth
+    /// would answer `complete` without an entry the user's live delivery had already
+    /// missed, and that entry would never come (seen in the cluster chaos run).
+    async fn head(
+        &self,
+        kind: Kind,
+        name: &str,
+    ) -> StoreResult<(u64, Option<jetstream::message::StreamMessage>)> {
         let subject = self.subject(kind, name);
-        match self.stream(kind).direct_get_last_for_subject(subject).await {
-            Ok(last) => Ok(seq_of(&last)),
-            Err(e) if matches!(e.kind(), stream::DirectGetErrorKind::NotFound) => Ok(
-                get_json::<u64>(&self.engine.buckets.heads, &Self::head_key(kind, name))
-                    .await?
-                    .map_or(0, |(h, _)| h),
-            ),
-            Err(e) => Err(backend("history read", e)),
+        match last_of(self.stream(kind), &subject, true).await? {
+            Some(last) => Ok((seq_of(&last), Some(last))),
+            None => {
+                let kept =
+                    get_json_latest::<u64>(&self.engine.buckets.heads, &Self::head_key(kind, name))
+                        .await?;
+                Ok((kept.map_or(0, |(h, _)| h), None))
+            }
         }
     }
 
@@ -262,6 +269,9 @@ impl NatsStore {
     }
 
     /// Entries of one subject with `seq > since`, oldest first, plus the first seq kept.
+    /// The head comes from the leader and the entries from any replica up to it
+    /// ([`next_of`] asks the leader what a lagging replica does not have yet), so a page
+    /// holds every entry appended before the read began.
     async fn read(
         &self,
         kind: Kind,
@@ -269,14 +279,19 @@ impl NatsStore {
         since: u64,
         limit: usize,
     ) -> StoreResult<HistoryPage> {
-        let head = self.head(kind, name).await?;
+        let (head, last) = self.head(kind, name).await?;
+        let empty = |complete| HistoryPage {
+            entries: Vec::new(),
+            head,
+            complete,
+        };
         if head <= since || limit == 0 {
-            return Ok(HistoryPage {
-                entries: Vec::new(),
-                head,
-                complete: true,
-            });
+            return Ok(empty(true));
         }
+        // Everything was trimmed or expired.
+        let Some(last) = last else {
+            return Ok(empty(false));
+        };
         let subject = self.subject(kind, name);
         let stream = self.stream(kind);
         let parse_seq = |m: &jetstream::message::StreamMessage| -> u64 {
@@ -284,17 +299,8 @@ impl NatsStore {
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(0)
         };
-        let first = match stream.direct_get_first_for_subject(subject.clone()).await {
-            Ok(m) => m,
-            Err(e) if matches!(e.kind(), stream::DirectGetErrorKind::NotFound) => {
-                // Everything was trimmed or expired.
-                return Ok(HistoryPage {
-                    entries: Vec::new(),
-                    head,
-                    complete: false,
-                });
-            }
-            Err(e) => return Err(backend("history read", e)),
+        let Some(first) = next_of(stream, &subject, 1).await? else {
+            return Ok(empty(false));
         };
         let first_kept = parse_seq(&first);
         let complete = first_kept <= since + 1;
@@ -302,25 +308,13 @@ impl NatsStore {
         // past `since` instead of reading everything before it.
         let mut start = first.sequence;
         if first_kept <= since {
-            let last = stream
-                .direct_get_last_for_subject(subject.clone())
-                .await
-                .map_err(|e| backend("history read", e))?;
-            if parse_seq(&last) <= since {
-                return Ok(HistoryPage {
-                    entries: Vec::new(),
-                    head,
-                    complete,
-                });
-            }
             // Invariant: the entry at-or-after `lo` is <= since, the one at-or-after `hi` is past it.
             let (mut lo, mut hi) = (first.sequence, last.sequence);
             while hi - lo > 1 {
                 let mid = lo + (hi - lo) / 2;
-                let m = stream
-                    .direct_get_next_for_subject(subject.clone(), Some(mid))
-                    .await
-                    .map_err(|e| backend("history read", e))?;
+                let Some(m) = next_of(stream, &subject, mid).await? else {
+                    break;
+                };
                 if parse_seq(&m) > since {
                     hi = mid;
                 } else {
@@ -331,20 +325,12 @@ impl NatsStore {
         }
         let now = now_ms();
         let mut entries = Vec::new();
-        let mut next = Some(start);
-        while let Some(from) = next {
-            if entries.len() >= limit {
+        let mut from = start;
+        while entries.len() < limit && from <= last.sequence {
+            let Some(m) = next_of(stream, &subject, from).await? else {
                 break;
-            }
-            let m = match stream
-                .direct_get_next_for_subject(subject.clone(), Some(from))
-                .await
-            {
-                Ok(m) => m,
-                Err(e) if matches!(e.kind(), stream::DirectGetErrorKind::NotFound) => break,
-                Err(e) => return Err(backend("history read", e)),
             };
-            next = Some(m.sequence + 1);
+            from = m.sequence + 1;
             let seq = parse_seq(&m);
             let expired = header(&m.headers, HEADER_EXPIRES)
                 .and_then(|s| s.parse::<i64>().ok())
