@@ -101,17 +101,47 @@ impl Topology {
         }
     }
 
-    /// Every log line of every Herald process that mentions `needle`.
-    fn logs_about(&self, needle: &str) -> String {
-        let processes: Vec<&Herald> = match self {
+    fn heralds(&self) -> Vec<&Herald> {
+        match self {
             Topology::Cluster {
                 dispatchers,
                 gateways,
                 ..
             } => dispatchers.iter().chain(gateways).collect(),
             Topology::Embedded { herald } => vec![herald],
-        };
-        processes
+        }
+    }
+
+    /// Waits until every process answers `/readyz`; one that does not fails the run with
+    /// its log (a dispatcher that never got ready once failed CI with nothing to go on).
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        for h in self.heralds() {
+            let api = h.api();
+            loop {
+                let r = api
+                    .http
+                    .get(api.url("/readyz"))
+                    .timeout(Duration::from_secs(2))
+                    .send()
+                    .await;
+                if r.is_ok_and(|r| r.status().is_success()) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{} never got ready; its log:\n{}",
+                    h.base(),
+                    h.log_text()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+
+    /// Every log line of every Herald process that mentions `needle`.
+    fn logs_about(&self, needle: &str) -> String {
+        self.heralds()
             .iter()
             .flat_map(|p| {
                 p.log_text()
@@ -223,18 +253,8 @@ async fn chaos(
     let smtp = Arc::new(Mutex::new(smtp));
     let ledger = Arc::new(Ledger::default());
     let ws: Urls = Arc::new(Mutex::new(topology.ws_urls()));
-    for url in topology.ws_urls() {
-        let base = url.replace("ws://", "http://").replace("/ws", "");
-        Api::new(&base, support::API_KEY)
-            .wait_ready(Duration::from_secs(120))
-            .await;
-    }
+    topology.wait_ready().await;
     let apis: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(topology.apis()));
-    for base in topology.apis() {
-        Api::new(&base, support::API_KEY)
-            .wait_ready(Duration::from_secs(120))
-            .await;
-    }
 
     // Live sessions, each subscribed to the broadcast topic.
     let stop = Arc::new(AtomicBool::new(false));
