@@ -40,6 +40,10 @@ fn consumer_name(webhook: &str) -> String {
 
 impl NatsHooks {
     pub async fn new(engine: NatsEngine) -> StoreResult<NatsHooks> {
+        super::patiently(|| Box::pin(Self::open(engine.clone()))).await
+    }
+
+    async fn open(engine: NatsEngine) -> StoreResult<NatsHooks> {
         let deliveries = engine
             .js
             .get_stream(&engine.names.hooks)

@@ -176,24 +176,14 @@ impl NatsEngine {
         let js = jetstream::new(client.clone());
         let names = Names::new(&options.prefix);
         let subjects = Subjects::new(options.prefix.clone());
-        // A NATS cluster that is still electing its JetStream leader answers nothing yet:
-        // keep trying for a while rather than fail the whole process.
-        let deadline = tokio::time::Instant::now() + SETUP_PATIENCE;
-        let buckets = loop {
+        let buckets = patiently(|| {
             // Boxed: the set-up futures are large, and a caller's stack may be small.
-            let attempt = Box::pin(async {
+            Box::pin(async {
                 setup_streams(&js, &names, &subjects, &options).await?;
                 setup_buckets(&js, &names, &options).await
-            });
-            match attempt.await {
-                Ok(b) => break b,
-                Err(e) if tokio::time::Instant::now() < deadline => {
-                    tracing::warn!(error = %e, "JetStream not ready yet; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-                Err(e) => return Err(e),
-            }
-        };
+            })
+        })
+        .await?;
         Ok(NatsEngine {
             client,
             js,
@@ -206,6 +196,28 @@ impl NatsEngine {
 
     pub fn is_connected(&self) -> bool {
         self.client.connection_state() == async_nats::connection::State::Connected
+    }
+}
+
+/// Runs a set-up step until it succeeds or [`SETUP_PATIENCE`] is spent. A NATS cluster
+/// that is still electing its JetStream leader, or creating the assets another process
+/// asked for a moment ago, answers nothing or times out: keep trying for a while rather
+/// than fail the whole process.
+pub(crate) async fn patiently<T, F, Fut>(mut step: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let deadline = tokio::time::Instant::now() + SETUP_PATIENCE;
+    loop {
+        match step().await {
+            Ok(v) => return Ok(v),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(error = %e, "JetStream not ready yet; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 

@@ -139,7 +139,14 @@ fn durable(name: &str, filter: String, ack_wait: Duration) -> pull::Config {
 }
 
 impl JetStreamQueue {
+    /// Opens the queue's consumers (creating them if this is the first dispatcher),
+    /// patiently: several dispatchers starting at once on a fresh cluster ask for the same
+    /// consumers while their streams still elect leaders.
     pub async fn new(engine: NatsEngine, store: NatsStore) -> StoreResult<Arc<JetStreamQueue>> {
+        super::patiently(|| Box::pin(Self::open(engine.clone(), store.clone()))).await
+    }
+
+    async fn open(engine: NatsEngine, store: NatsStore) -> StoreResult<Arc<JetStreamQueue>> {
         let ack_wait = engine.options.ack_wait;
         let js = &engine.js;
         let jobs = js
