@@ -112,33 +112,6 @@ impl Topology {
         }
     }
 
-    /// Waits until every process answers `/readyz`; one that does not fails the run with
-    /// its log (a dispatcher that never got ready once failed CI with nothing to go on).
-    async fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        for h in self.heralds() {
-            let api = h.api();
-            loop {
-                let r = api
-                    .http
-                    .get(api.url("/readyz"))
-                    .timeout(Duration::from_secs(2))
-                    .send()
-                    .await;
-                if r.is_ok_and(|r| r.status().is_success()) {
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "{} never got ready; its log:\n{}",
-                    h.base(),
-                    h.log_text()
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-
     /// Every log line of every Herald process that mentions `needle`.
     fn logs_about(&self, needle: &str) -> String {
         self.heralds()
@@ -253,7 +226,9 @@ async fn chaos(
     let smtp = Arc::new(Mutex::new(smtp));
     let ledger = Arc::new(Ledger::default());
     let ws: Urls = Arc::new(Mutex::new(topology.ws_urls()));
-    topology.wait_ready().await;
+    for h in topology.heralds() {
+        h.wait_ready(Duration::from_secs(120)).await;
+    }
     let apis: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(topology.apis()));
 
     // Live sessions, each subscribed to the broadcast topic.
@@ -385,30 +360,27 @@ async fn chaos(
 
     // Clients: let them catch up (a client whose gateway was killed reconnects and resumes;
     // on a loaded machine that takes a while), then check nothing was missed or repeated.
-    let missed = || {
-        seen.iter()
-            .map(|(user, s)| {
-                let s = s.lock().unwrap();
-                accepted
-                    .iter()
-                    .filter(|(id, u, k)| u == user && *k == "online" && !s.ids.contains(id))
-                    .count()
+    let missed = || -> Vec<(String, String)> {
+        accepted
+            .iter()
+            .filter(|(id, u, k)| {
+                *k == "online"
+                    && seen
+                        .get(u)
+                        .is_some_and(|s| !s.lock().unwrap().ids.contains(id))
             })
-            .sum::<usize>()
+            .map(|(id, u, _)| (id.clone(), u.clone()))
+            .collect()
     };
     let catch_up = Instant::now() + Duration::from_secs(30);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    while missed() > 0 && Instant::now() < catch_up {
+    while !missed().is_empty() && Instant::now() < catch_up {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let missed_personal = missed();
+    let missed = missed();
+    let missed_personal = missed.len();
     // What became of each one missed, and what the processes said about it.
-    for (id, user, _) in accepted.iter().filter(|(id, u, k)| {
-        *k == "online"
-            && seen
-                .get(u)
-                .is_some_and(|s| !s.lock().unwrap().ids.contains(id))
-    }) {
+    for (id, user) in &missed {
         let a = api.get(&format!("/v1/messages/{id}")).await;
         let s = seen[user].lock().unwrap();
         eprintln!(

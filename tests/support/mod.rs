@@ -295,6 +295,22 @@ impl Herald {
         Api::new(&self.base(), API_KEY)
     }
 
+    /// Waits until this process answers `/readyz`; one that does not fails the test with
+    /// its log (a dispatcher that never got ready once failed CI with nothing to go on).
+    pub async fn wait_ready(&self, timeout: Duration) {
+        let api = self.api();
+        let deadline = Instant::now() + timeout;
+        while !api.is_ready().await {
+            assert!(
+                Instant::now() < deadline,
+                "{} never got ready within {timeout:?}; its log:\n{}",
+                self.base(),
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)
     }
@@ -391,17 +407,22 @@ impl Api {
         format!("{}{path}", self.base)
     }
 
-    /// Waits until `/readyz` says 200 (a process still setting up its engine may not even
+    /// Whether `/readyz` says 200 now (a process still setting up its engine may not even
     /// answer yet).
+    pub async fn is_ready(&self) -> bool {
+        let r = self
+            .http
+            .get(self.url("/readyz"))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await;
+        r.is_ok_and(|r| r.status().is_success())
+    }
+
+    /// Waits until `/readyz` says 200.
     pub async fn wait_ready(&self, timeout: Duration) {
         eventually(timeout, "/readyz", || async {
-            let r = self
-                .http
-                .get(self.url("/readyz"))
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await;
-            r.ok().filter(|r| r.status().is_success()).map(|_| ())
+            self.is_ready().await.then_some(())
         })
         .await
     }

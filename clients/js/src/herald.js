@@ -249,18 +249,14 @@ export class HeraldClient extends EventTarget {
   read(id) { this.#send({ type: "read", id }); }
 
   /** Drops the connection and reconnects at once (resuming). */
-  reconnectNow() {
-    if (this.#ws) this.#ws.close(CLOSE.NORMAL, "reconnect");
-    this.#ws = null;
-    this.#schedule(0);
-  }
+  reconnectNow() { this.#renew(0); }
 
-  /** Ends this session and opens a new one after a backoff. */
-  #renew() {
+  /** Ends this session (its close is not handled as a drop) and opens a new one after `delay` ms. */
+  #renew(delay) {
     const ws = this.#ws;
     this.#ws = null;
     if (ws) ws.close(CLOSE.NORMAL, "reconnect");
-    this.#schedule(this.#backoff());
+    this.#schedule(delay);
   }
 
   #emit(type, detail) { this.dispatchEvent(new CustomEvent(type, { detail })); }
@@ -370,7 +366,7 @@ export class HeraldClient extends EventTarget {
         // The server could not read history for a resume or a topic (its store is failing
         // over) and has already retried for a while: a new session after a pause resumes
         // and resubscribes from what this client has, so nothing stays unread.
-        if (f.code === "unavailable" || f.code === "history_unavailable") this.#renew();
+        if (f.code === "unavailable" || f.code === "history_unavailable") this.#renew(this.#backoff());
         break;
       default: break;
     }
