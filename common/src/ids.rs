@@ -6,27 +6,33 @@
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 
-/// The longest user id, in bytes.
-pub const MAX_USER_ID_BYTES: usize = 128;
+/// The longest user id, in characters (Unicode code points, what JSON Schema's
+/// `maxLength` counts). SPEC §4 says 128 bytes; every such id is still accepted, and ids
+/// in scripts of 2–4 bytes a character get the same 128 characters as ASCII ones.
+pub const MAX_USER_ID_CHARS: usize = 128;
 
 /// Why a user id was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UserIdError {
     #[error("user id must not be empty")]
     Empty,
-    #[error("user id is {0} bytes; the limit is 128")]
+    #[error("user id is {0} characters; the limit is 128")]
     TooLong(usize),
     #[error("user id must not contain whitespace or control characters")]
     BadCharacter,
 }
 
-/// Checks a user id: 1–128 bytes of UTF-8 without control characters or whitespace.
+/// Checks a user id: 1–128 characters without control characters or whitespace.
 pub fn validate_user_id(id: &str) -> Result<(), UserIdError> {
     if id.is_empty() {
         return Err(UserIdError::Empty);
     }
-    if id.len() > MAX_USER_ID_BYTES {
-        return Err(UserIdError::TooLong(id.len()));
+    // At most 4 bytes a character: only a long id needs counting.
+    if id.len() > MAX_USER_ID_CHARS {
+        let chars = id.chars().count();
+        if chars > MAX_USER_ID_CHARS {
+            return Err(UserIdError::TooLong(chars));
+        }
     }
     if id.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(UserIdError::BadCharacter);
@@ -69,6 +75,12 @@ mod tests {
         assert_eq!(validate_user_id("a\u{7}"), Err(UserIdError::BadCharacter));
         assert_eq!(
             validate_user_id(&"x".repeat(129)),
+            Err(UserIdError::TooLong(129))
+        );
+        // Characters, not bytes: 128 of them in any script.
+        assert!(validate_user_id(&"用".repeat(128)).is_ok());
+        assert_eq!(
+            validate_user_id(&"用".repeat(129)),
             Err(UserIdError::TooLong(129))
         );
     }

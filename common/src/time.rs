@@ -29,6 +29,11 @@ pub fn rfc3339(ms: i64) -> String {
 
 /// Parses an RFC 3339 timestamp back to Unix milliseconds.
 pub fn parse_rfc3339(text: &str) -> Option<i64> {
+    // `time` takes any byte between date and time; RFC 3339 has `T` (any case) or, by its
+    // note, a space.
+    if !matches!(text.as_bytes().get(10), Some(b'T' | b't' | b' ')) {
+        return None;
+    }
     let at = OffsetDateTime::parse(text, &Rfc3339).ok()?;
     Some((at.unix_timestamp_nanos() / 1_000_000) as i64)
 }

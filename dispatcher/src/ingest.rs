@@ -24,7 +24,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     while let Some(send) = queue.next_send(&shutdown).await {
-        let req: SendRequest = match serde_json::from_slice(&send.payload) {
+        let req: SendRequest = match crate::strict_json::parse(&send.payload) {
             Ok(r) => r,
             Err(e) => {
                 reject(

@@ -15,6 +15,7 @@ pub mod ordering;
 pub mod pipeline;
 pub mod scheduler;
 pub mod stages;
+pub mod strict_json;
 pub mod webhooks;
 
 use std::sync::Arc;

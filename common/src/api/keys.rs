@@ -17,25 +17,10 @@ pub struct KeyCreate {
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "integral"
+        deserialize_with = "super::whole::option"
     )]
     #[schema(minimum = 1, maximum = 1_000_000_000_u64)]
     pub daily_quota: Option<u64>,
-}
-
-/// A whole number, also when written `3.0` (JSON Schema's `integer` allows it).
-fn integral<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    let v: Option<serde_json::Number> = Option::deserialize(d)?;
-    let Some(n) = v else { return Ok(None) };
-    if let Some(u) = n.as_u64() {
-        return Ok(Some(u));
-    }
-    match n.as_f64() {
-        Some(f) if f.fract() == 0.0 && (0.0..=u64::MAX as f64).contains(&f) => Ok(Some(f as u64)),
-        _ => Err(serde::de::Error::custom(format!(
-            "{n} is not a whole number of at least 0"
-        ))),
-    }
 }
 
 /// A scope name.

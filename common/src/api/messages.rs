@@ -21,7 +21,10 @@ pub enum RecipientSpec {
 pub struct InlineRecipient {
     pub user_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(pattern = r"^[^@\s]+@[^@\s]+$", max_length = 254)]
+    #[schema(
+        pattern = r"^[^@\s\x00-\x1f\x7f-\x9f]+@[^@\s\x00-\x1f\x7f-\x9f]+$",
+        max_length = 254
+    )]
     pub email: Option<String>,
     /// E.164.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -67,7 +70,11 @@ pub struct PushContent {
     #[schema(value_type = Option<Object>)]
     pub data: Option<serde_json::Value>,
     /// The app icon's badge count (APNs `badge`, FCM `notification_count`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::whole::option"
+    )]
     #[schema(minimum = 0, maximum = 99999)]
     pub badge: Option<u32>,
     /// A sound name the app ships (`default` for the system sound).
@@ -107,7 +114,11 @@ pub struct PushNotification {
     pub body: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<serde_json::Map<String, serde_json::Value>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::whole::option"
+    )]
     pub badge: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sound: Option<String>,
@@ -181,9 +192,19 @@ pub struct SendRequest {
     pub strategy: Option<Strategy>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<Priority>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::whole::option"
+    )]
+    #[schema(minimum = 1)]
     pub ttl_s: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::whole::option"
+    )]
+    #[schema(minimum = 1, maximum = 300000)]
     pub ack_timeout_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<EmailContent>,
@@ -206,7 +227,7 @@ pub struct SendRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(
         max_length = 35,
-        pattern = r"^[A-Za-z]{2,3}(-[A-Z][a-z]{3})?(-([A-Z]{2}|[0-9]{3}))?$"
+        pattern = r"^[A-Za-z]{2,3}(-[A-Za-z]{4})?(-([A-Za-z]{2}|[0-9]{3}))?$"
     )]
     pub locale: Option<String>,
     /// What kind of message this is (SPEC §9): preferences, caps and critical bypasses go
@@ -249,11 +270,21 @@ pub enum EscalateUnless {
 #[serde(deny_unknown_fields)]
 pub struct Escalate {
     #[schema(minimum = 1, maximum = 604800)]
+    #[serde(deserialize_with = "super::whole::required")]
     pub after_s: u64,
     #[serde(default)]
     pub unless: EscalateUnless,
     #[schema(min_items = 1)]
     pub channels: Vec<ChannelKind>,
+}
+
+/// Checks a `cancel_key`: 1–128 characters (code points, as the schema counts), no
+/// control characters.
+pub fn validate_cancel_key(key: &str) -> Result<(), String> {
+    if key.is_empty() || key.chars().count() > 128 || key.chars().any(char::is_control) {
+        return Err("'cancel_key' must be 1-128 characters, no control characters".into());
+    }
+    Ok(())
 }
 
 /// The longest `send_at` ahead of now.
@@ -299,10 +330,8 @@ impl SendRequest {
         if let Some(category) = &self.category {
             validate_category(category)?;
         }
-        if let Some(key) = &self.cancel_key
-            && (key.is_empty() || key.len() > 128 || key.chars().any(char::is_control))
-        {
-            return Err("'cancel_key' must be 1-128 characters, no control characters".into());
+        if let Some(key) = &self.cancel_key {
+            validate_cancel_key(key)?;
         }
         if let Some(at) = &self.send_at
             && crate::time::parse_rfc3339(at).is_none()
@@ -434,7 +463,7 @@ pub fn validate_idempotency_key(key: &str) -> Result<(), String> {
 
 /// A light check: one `@` with text on both sides, no spaces; the SMTP server decides the rest.
 pub fn validate_email(email: &str) -> Result<(), String> {
-    let ok = email.len() <= 254
+    let ok = email.chars().count() <= 254
         && !email.chars().any(|c| c.is_whitespace() || c.is_control())
         && matches!(email.split_once('@'), Some((l, d)) if !l.is_empty() && !d.is_empty() && !d.contains('@'));
     if ok {

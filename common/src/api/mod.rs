@@ -61,6 +61,41 @@ pub use devices::*;
 pub use inbox::*;
 pub use keys::*;
 pub use messages::*;
+
+/// Whole numbers as JSON Schema's `integer` has them: `3`, and `3.0` too (generated
+/// clients and schemathesis send both). For `#[serde(deserialize_with = ...)]`.
+pub(crate) mod whole {
+    use serde::Deserialize as _;
+
+    fn from_number<T: TryFrom<u64>, E: serde::de::Error>(n: &serde_json::Number) -> Result<T, E> {
+        n.as_u64()
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && (0.0..=u64::MAX as f64).contains(f))
+                    .map(|f| f as u64)
+            })
+            .and_then(|u| T::try_from(u).ok())
+            .ok_or_else(|| E::custom(format!("{n} is not a whole number in range")))
+    }
+
+    pub fn option<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+        T: TryFrom<u64>,
+    {
+        Option::<serde_json::Number>::deserialize(d)?
+            .map(|n| from_number(&n))
+            .transpose()
+    }
+
+    pub fn required<'de, D, T>(d: D) -> Result<T, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+        T: TryFrom<u64>,
+    {
+        from_number(&serde_json::Number::deserialize(d)?)
+    }
+}
 pub use templates::*;
 pub use users::*;
 pub use webhooks::*;
@@ -248,7 +283,12 @@ pub struct TokenRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topics: Option<Vec<String>>,
     /// Lifetime in seconds (default 3600, at most 7 days).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole::option"
+    )]
+    #[schema(minimum = 1, maximum = 604800)]
     pub ttl_s: Option<u64>,
 }
 

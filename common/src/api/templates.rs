@@ -67,7 +67,7 @@ pub struct TemplateSpec {
     /// The locale used when none of the recipient's fits (must be one of `locales`).
     #[schema(
         max_length = 35,
-        pattern = r"^[A-Za-z]{2,3}(-[A-Z][a-z]{3})?(-([A-Z]{2}|[0-9]{3}))?$"
+        pattern = r"^[A-Za-z]{2,3}(-[A-Za-z]{4})?(-([A-Za-z]{2}|[0-9]{3}))?$"
     )]
     pub default_locale: String,
     /// BCP 47 locale → its parts.
@@ -158,10 +158,24 @@ pub fn validate_template_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A BCP 47 language tag, as `unic-langid` reads it (`en`, `zh-CN`, `zh-Hant-TW`).
+/// A BCP 47 language tag of language, script and region (`en`, `zh-CN`, `zh-Hant-TW`),
+/// any case: what the schema's pattern says, and what `unic-langid` reads.
 pub fn validate_locale(locale: &str) -> Result<(), String> {
-    if locale.is_empty() || locale.len() > 35 {
-        return Err(format!("'{locale}' is not a BCP 47 language tag"));
+    let mut parts = locale.split('-');
+    let alpha = |p: &str, n: std::ops::RangeInclusive<usize>| {
+        n.contains(&p.len()) && p.bytes().all(|b| b.is_ascii_alphabetic())
+    };
+    let language = parts.next().is_some_and(|p| alpha(p, 2..=3));
+    let mut rest: Vec<&str> = parts.collect();
+    if rest.first().is_some_and(|p| alpha(p, 4..=4)) {
+        rest.remove(0);
+    }
+    let region =
+        |p: &str| alpha(p, 2..=2) || (p.len() == 3 && p.bytes().all(|b| b.is_ascii_digit()));
+    if !language || rest.len() > 1 || rest.first().is_some_and(|p| !region(p)) {
+        return Err(format!(
+            "'{locale}' is not a BCP 47 language tag like en, zh-CN or zh-Hant-TW"
+        ));
     }
     locale
         .parse::<unic_langid::LanguageIdentifier>()
@@ -211,7 +225,7 @@ pub struct PreviewRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(
         max_length = 35,
-        pattern = r"^[A-Za-z]{2,3}(-[A-Z][a-z]{3})?(-([A-Z]{2}|[0-9]{3}))?$"
+        pattern = r"^[A-Za-z]{2,3}(-[A-Za-z]{4})?(-([A-Za-z]{2}|[0-9]{3}))?$"
     )]
     pub locale: Option<String>,
     /// The recipient's IANA time zone, for the date filters (default UTC).
@@ -221,7 +235,12 @@ pub struct PreviewRequest {
     #[schema(value_type = Option<Object>)]
     pub vars: Option<serde_json::Map<String, serde_json::Value>>,
     /// A version other than the latest.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::whole::option"
+    )]
+    #[schema(minimum = 1)]
     pub version: Option<u32>,
     /// (Extension) Renders this unsaved template instead of a stored version: the
     /// console's live preview while editing.

@@ -10,13 +10,18 @@ use super::{ChannelKind, validate_email, validate_phone};
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UserProfile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(pattern = r"^[^@\s]+@[^@\s]+$", max_length = 254)]
+    #[schema(
+        pattern = r"^[^@\s\x00-\x1f\x7f-\x9f]+@[^@\s\x00-\x1f\x7f-\x9f]+$",
+        max_length = 254
+    )]
     pub email: Option<String>,
     /// E.164.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(pattern = r"^\+[0-9]{6,15}$")]
     pub phone: Option<String>,
+    /// BCP 47: language, optional script and region (`de`, `zh-Hant-TW`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = r"^[A-Za-z]{2,3}(-[A-Za-z]{4})?(-([A-Za-z]{2}|[0-9]{3}))?$")]
     pub locale: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timezone: Option<String>,
@@ -110,7 +115,10 @@ pub struct ChatAddresses {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RobotAddress {
-    #[schema(pattern = "^https?://", max_length = 2048)]
+    #[schema(
+        pattern = r"^https?://[^/\s\x00-\x1f\x7f-\x9f][^\s\x00-\x1f\x7f-\x9f]*$",
+        max_length = 2048
+    )]
     pub url: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(write_only, min_length = 1, max_length = 256)]
@@ -157,16 +165,8 @@ impl ChatAddresses {
     fn validate(&self) -> Result<(), String> {
         for (channel, address) in self.all() {
             let Some(a) = address else { continue };
-            let url = a.url.trim();
-            let rest = url
-                .strip_prefix("https://")
-                .or_else(|| url.strip_prefix("http://"));
-            if url.len() > 2048
-                || rest.is_none_or(|r| {
-                    r.is_empty() || r.starts_with('/') || r.contains(char::is_whitespace)
-                })
-            {
-                return Err(format!("chat.{channel}.url is not an http(s) URL"));
+            if let Err(e) = crate::config::check_http_url(&a.url) {
+                return Err(format!("chat.{channel}.url {e}"));
             }
             match (&a.secret, channel) {
                 (Some(_), ChannelKind::Wecom | ChannelKind::Slack) => {
@@ -174,7 +174,7 @@ impl ChatAddresses {
                         "chat.{channel}.secret: {channel} robots are not signed (the URL is the credential)"
                     ));
                 }
-                (Some(s), _) if s.is_empty() || s.len() > 256 => {
+                (Some(s), _) if s.is_empty() || s.chars().count() > 256 => {
                     return Err(format!("chat.{channel}.secret must be 1-256 characters"));
                 }
                 (Some(s), ChannelKind::Webhook) => {

@@ -129,11 +129,7 @@ pub(super) async fn cancel_by_key(
     JsonBody(req): JsonBody<CancelRequest>,
 ) -> Result<Response, ApiError> {
     let key = req.cancel_key;
-    if key.is_empty() || key.len() > 128 || key.chars().any(char::is_control) {
-        return Err(ApiError::invalid(
-            "'cancel_key' must be 1-128 characters, no control characters",
-        ));
-    }
+    herald_common::api::validate_cancel_key(&key).map_err(ApiError::invalid)?;
     let canceled = state.pipeline.cancel_group(&key).await?;
     Ok(axum::Json(Canceled { canceled }).into_response())
 }

@@ -178,7 +178,7 @@ fn path_param_schema(path: &str, name: &str) -> Option<utoipa::openapi::schema::
         "topic" => ("^[A-Za-z0-9_-]+(\\.[A-Za-z0-9_-]+)*$", 128),
         "id" if path.starts_with("/v1/webhooks/") => ("^wh_[A-Za-z0-9]+$", 64),
         // A user id: no whitespace or control characters.
-        "id" if path.starts_with("/v1/users/") => ("^[^\\s\\x00-\\x1f\\x7f-\\x9f]+$", 256),
+        "id" if path.starts_with("/v1/users/") => ("^[^\\s\\x00-\\x1f\\x7f-\\x9f]+$", 128),
         _ => return None,
     };
     Some(
@@ -213,7 +213,7 @@ fn tighten(doc: &mut serde_json::Value) {
         present("body"),
         {"required": ["data"], "properties": {"data": {"type": "object"}}}
     ]);
-    let user_id = json!({"type": "string", "minLength": 1, "maxLength": 256, "pattern": "^[^\\s\\x00-\\x1f\\x7f-\\x9f]+$"});
+    let user_id = json!({"type": "string", "minLength": 1, "maxLength": 128, "pattern": "^[^\\s\\x00-\\x1f\\x7f-\\x9f]+$"});
     if let Some(first) = schemas["RecipientSpec"]["oneOf"].get_mut(0) {
         *first = user_id.clone();
     }
@@ -240,11 +240,103 @@ fn tighten(doc: &mut serde_json::Value) {
             }
         }
     }
+    // Topic patterns a token may grant: names, `*` for one token, `>` for the rest.
+    schemas["TokenRequest"]["properties"]["topics"]["items"] = json!({"type": "string",
+        "minLength": 1, "maxLength": 128,
+        "pattern": "^(([A-Za-z0-9_-]+|\\*)\\.)*([A-Za-z0-9_-]+|\\*|>)$"});
+    // RFC 3339 as the server reads it (the calendar day and the horizon are checked there).
+    schemas["SendRequest"]["properties"]["send_at"]["pattern"] = json!(concat!(
+        "^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[Tt ]",
+        "([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)([.][0-9]+)?",
+        "([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
+    ));
+    schemas["TemplateSpec"]["properties"]["locales"]["propertyNames"] =
+        schemas["TemplateSpec"]["properties"]["default_locale"].clone();
+    schemas["DeviceRegistration"] = device_registration();
+    // WeCom and Slack robots are not signed: their URL is the credential.
+    let mut unsigned = schemas["RobotAddress"].clone();
+    unsigned["properties"]["secret"] = json!({"type": "null"});
+    unsigned["description"] =
+        json!("A WeCom or Slack robot's webhook URL (it holds the token; nothing else signs).");
+    schemas["UnsignedRobotAddress"] = unsigned;
+    for robot in ["wecom", "slack"] {
+        schemas["ChatAddresses"]["properties"][robot] = json!({"oneOf": [
+            {"$ref": "#/components/schemas/UnsignedRobotAddress"}, {"type": "null"}]});
+    }
+    // The webhook channel signs with a Standard Webhooks secret: whsec_ + base64 of 24 to
+    // 64 bytes (canonical base64: padding, and zero bits where the padding begins).
+    let mut signed = schemas["RobotAddress"].clone();
+    signed["properties"]["secret"] = json!({"anyOf": [{"type": "null"}, {"type": "string",
+        "pattern": concat!("^whsec_(([A-Za-z0-9+/]{4}){8,20}([A-Za-z0-9+/][AQgw]==|",
+            "[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?|([A-Za-z0-9+/]{4}){21}([A-Za-z0-9+/][AQgw]==)?)$"),
+        "writeOnly": true}]});
+    signed["description"] =
+        json!("A webhook endpoint and its Standard Webhooks signing secret (`whsec_…`).");
+    schemas["SignedWebhookAddress"] = signed;
+    schemas["ChatAddresses"]["properties"]["webhook"] = json!({"oneOf": [
+        {"$ref": "#/components/schemas/SignedWebhookAddress"}, {"type": "null"}]});
+    // Opt-outs: channel names, and per category (`"*"`: every channel).
+    let channel = json!({"$ref": "#/components/schemas/ChannelKind"});
+    let profile = &mut schemas["UserProfile"]["properties"];
+    profile["preferences"]["propertyNames"] = channel.clone();
+    profile["categories"] = json!({"type": "object",
+        "description": profile["categories"]["description"].clone(),
+        "propertyNames": {"type": "string", "pattern": "^[a-z0-9_-]{1,64}$"},
+        "additionalProperties": {"type": "object",
+            "propertyNames": {"anyOf": [channel, {"const": "*"}]},
+            "additionalProperties": {"type": "boolean"}}});
+    // Inbox marks: ids, or (to mark read) all; archive takes ids only.
+    let ids = json!({"type": "array", "minItems": 1, "maxItems": 100,
+        "items": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}});
+    schemas["InboxArchive"] = json!({"type": "object", "additionalProperties": false,
+        "description": "`POST …/inbox/archive`: the ids to archive.",
+        "required": ["ids"], "properties": {"ids": ids, "all": {"enum": [false, null]}}});
+    schemas["InboxMark"] = json!({
+    "description": "`POST …/inbox/read`: `{\"ids\":[…]}` or `{\"all\":true}`.",
+    "oneOf": [
+        {"$ref": "#/components/schemas/InboxArchive"},
+        {"type": "object", "additionalProperties": false, "required": ["all"],
+         "properties": {"all": {"const": true}, "ids": {"type": "null"}}}
+    ]});
+    for path in ["/v1/users/{id}/inbox/archive", "/v1/me/inbox/archive"] {
+        doc["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"] =
+            json!({"$ref": "#/components/schemas/InboxArchive"});
+    }
     if let Some(params) = doc["paths"]["/v1/messages"]["get"]["parameters"].as_array_mut() {
-        for p in params.iter_mut().filter(|p| p["name"] == "user") {
-            p["schema"] = user_id.clone();
+        for p in params.iter_mut() {
+            if p["name"] == "user" {
+                p["schema"] = user_id.clone();
+            } else if p["name"] == "sender" {
+                p["schema"] = json!({"type": "string", "pattern": "^[A-Za-z0-9_-]+$", "minLength": 1, "maxLength": 64});
+            }
         }
     }
+}
+
+/// A device registration, one shape per platform: what each one takes and refuses.
+fn device_registration() -> serde_json::Value {
+    use serde_json::json;
+    let shape = |platform: &str, required: &str, properties: serde_json::Value| {
+        let mut all = json!({"platform": {"const": platform},
+            "token": {"type": "null"}, "topic": {"type": "null"}, "subscription": {"type": "null"}});
+        if let (Some(all), Some(given)) = (all.as_object_mut(), properties.as_object()) {
+            all.extend(given.clone());
+        }
+        json!({"type": "object", "additionalProperties": false,
+            "required": ["platform", required], "properties": all})
+    };
+    json!({
+        "description": "`PUT /v1/users/{id}/devices/{device_id}` and `PUT /v1/me/devices/{device_id}`: an FCM registration token, an APNs device token in hex (with the app's bundle id as `topic`, default `HERALD_APNS_TOPIC`), or a browser's Web Push subscription.",
+        "oneOf": [
+            shape("fcm", "token", json!({"token": {"type": "string", "minLength": 1,
+                "maxLength": 4096, "pattern": "^[A-Za-z0-9:_.-]+$"}})),
+            shape("apns", "token", json!({
+                "token": {"type": "string", "pattern": "^([0-9A-Fa-f]{2}){16,100}$"},
+                "topic": {"anyOf": [{"type": "string", "pattern": "^[A-Za-z0-9.-]{1,255}$"}, {"type": "null"}]}})),
+            shape("webpush", "subscription", json!({
+                "subscription": {"$ref": "#/components/schemas/WebPushSubscription"}})),
+        ]
+    })
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
@@ -442,16 +534,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
             return Err(ApiError::invalid("the body must be a JSON object"));
         }
-        // The error names the field it is about ("platform: unknown variant…").
-        let mut de = serde_json::Deserializer::from_slice(&bytes);
-        let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            let path = e.path().to_string();
-            match path.as_str() {
-                "." | "" => ApiError::invalid(format!("invalid JSON body: {}", e.inner())),
-                _ => ApiError::invalid(format!("invalid JSON body: {path}: {}", e.inner())),
-            }
-        })?;
-        de.end()
+        // The error names the field it is about ("platform: unknown variant…"), and an
+        // array is no struct (strict_json).
+        let value = crate::strict_json::parse(&bytes)
             .map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))?;
         Ok(JsonBody(value))
     }
