@@ -202,6 +202,56 @@ async fn keys_made_through_the_api_work_at_once_and_stop_at_once(engine: Engine)
     };
     assert_eq!(del("root").await.status, 409);
     assert_eq!(del("nobody").await.status, 404);
+    // A key with a rate of its own (the server's HERALD_API_RATE_LIMIT is off): a
+    // burst of twice the rate, then 429 with Retry-After, naming the key; the others
+    // are not held back by it.
+    let a = admin
+        .post(
+            "/v1/keys",
+            json!({"name": "poller", "scopes": ["read"], "rate_limit": 1}),
+        )
+        .await;
+    assert_eq!(a.status, 201, "{a:?}");
+    assert_eq!(a.body["rate_limit"], 1, "{a:?}");
+    let poller = Api::new(&h.base(), a.body["key"].as_str().expect("key"));
+    let mut answers = Vec::new();
+    for _ in 0..10 {
+        answers.push(poller.get("/v1/stats").await);
+    }
+    let limited: Vec<_> = answers.iter().filter(|a| a.status == 429).collect();
+    assert!(
+        answers[..2].iter().all(|a| a.status == 200),
+        "the burst of 2 passes: {answers:?}"
+    );
+    let Some(first) = limited.first() else {
+        panic!("10 requests at 1/s were never limited: {answers:?}");
+    };
+    let m = first.body["error"]["message"].as_str().unwrap_or_default();
+    assert!(m.contains("'poller'"), "{m}");
+    for _ in 0..20 {
+        assert_eq!(admin.get("/v1/stats").await.status, 200);
+    }
+    let listed = admin.get("/v1/keys").await;
+    let poller_view = listed.body["keys"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|k| k["name"] == "poller")
+        .cloned();
+    assert_eq!(
+        poller_view.map(|k| k["rate_limit"].clone()),
+        Some(json!(1)),
+        "{listed:?}"
+    );
+    for bad in [json!(0), json!(100_001), json!(1.5)] {
+        let a = admin
+            .post("/v1/keys", json!({"name": "x", "rate_limit": bad}))
+            .await;
+        assert_eq!(a.status, 400, "{bad}: {a:?}");
+        let m = a.body["error"]["message"].as_str().unwrap_or_default();
+        assert!(m.contains("rate_limit"), "{bad}: {m}");
+    }
+
     // A send-only key cannot make keys.
     let a = shipping.post("/v1/keys", json!({"name": "mine"})).await;
     assert_eq!(a.status, 403, "{a:?}");

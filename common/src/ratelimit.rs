@@ -46,24 +46,41 @@ impl TokenBucket {
 }
 
 /// Buckets by key (API key index, source address…), created on first use and forgotten
-/// once full again, so the map holds only keys that are busy right now.
+/// once full again, so the map holds only keys that are busy right now. Each bucket's
+/// burst is twice its rate.
 pub struct KeyedLimiter<K> {
-    rate: f64,
-    burst: f64,
+    /// Per second for keys without a rate of their own; 0 = unlimited.
+    default: u32,
     buckets: Mutex<HashMap<K, TokenBucket>>,
 }
 
 impl<K: Eq + Hash + Clone> KeyedLimiter<K> {
-    /// `None` when `per_second` is 0 (unlimited). The burst is twice the rate.
+    /// `None` when `per_second` is 0 (unlimited).
     pub fn new(per_second: u32) -> Option<KeyedLimiter<K>> {
-        (per_second > 0).then(|| KeyedLimiter {
-            rate: f64::from(per_second),
-            burst: f64::from(per_second) * 2.0,
-            buckets: Mutex::new(HashMap::new()),
-        })
+        (per_second > 0).then(|| KeyedLimiter::with_default(per_second))
     }
 
+    /// A limiter whose keys may each have their own rate ([`check_at`](Self::check_at));
+    /// `per_second` is for the others, 0 = unlimited.
+    pub fn with_default(per_second: u32) -> KeyedLimiter<K> {
+        KeyedLimiter {
+            default: per_second,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one token of `key`'s bucket at the default rate.
     pub fn check(&self, key: &K) -> Result<(), Duration> {
+        self.check_at(key, None)
+    }
+
+    /// Takes one token of `key`'s bucket at `per_second` (`None`: the default; 0:
+    /// unlimited). A key whose rate changed starts a full bucket at the new rate.
+    pub fn check_at(&self, key: &K, per_second: Option<u32>) -> Result<(), Duration> {
+        let rate = f64::from(per_second.unwrap_or(self.default));
+        if rate == 0.0 {
+            return Ok(());
+        }
         let Ok(mut buckets) = self.buckets.lock() else {
             return Ok(());
         };
@@ -71,10 +88,13 @@ impl<K: Eq + Hash + Clone> KeyedLimiter<K> {
             let now = Instant::now();
             buckets.retain(|_, b| !b.idle(now));
         }
-        buckets
+        let bucket = buckets
             .entry(key.clone())
-            .or_insert_with(|| TokenBucket::new(self.rate, self.burst))
-            .take()
+            .or_insert_with(|| TokenBucket::new(rate, rate * 2.0));
+        if bucket.rate != rate {
+            *bucket = TokenBucket::new(rate, rate * 2.0);
+        }
+        bucket.take()
     }
 }
 
@@ -95,6 +115,26 @@ mod tests {
         );
         assert!(r.check(&1).is_ok(), "keys are limited separately");
         assert!(KeyedLimiter::<u8>::new(0).is_none());
+    }
+
+    #[test]
+    fn a_key_may_have_its_own_rate() {
+        let r = KeyedLimiter::with_default(0);
+        for _ in 0..1000 {
+            assert!(r.check(&"plain").is_ok(), "no default: unlimited");
+        }
+        for _ in 0..6 {
+            assert!(r.check_at(&"slow", Some(3)).is_ok());
+        }
+        assert!(r.check_at(&"slow", Some(3)).is_err(), "burst of twice 3");
+        assert!(
+            r.check_at(&"slow", Some(100)).is_ok(),
+            "a raised rate starts a new bucket"
+        );
+        let r = KeyedLimiter::with_default(1);
+        assert!(r.check_at(&"k", Some(0)).is_ok() && r.check_at(&"k", Some(0)).is_ok());
+        assert!(r.check(&"d").is_ok() && r.check(&"d").is_ok());
+        assert!(r.check(&"d").is_err(), "the default: 1/s, burst 2");
     }
 
     #[test]

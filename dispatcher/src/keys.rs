@@ -35,6 +35,7 @@ struct Entry {
     name: String,
     scopes: Scopes,
     daily_quota: Option<u64>,
+    rate_limit: Option<u32>,
 }
 
 /// The block of a key's quota this dispatcher holds for today.
@@ -57,6 +58,8 @@ pub struct Found {
     pub name: String,
     pub scopes: Scopes,
     pub daily_quota: Option<u64>,
+    /// Requests per second, instead of `HERALD_API_RATE_LIMIT`.
+    pub rate_limit: Option<u32>,
 }
 
 pub fn digest(key: &str) -> [u8; 32] {
@@ -134,6 +137,7 @@ impl DynamicKeys {
                     scopes: Scopes::from_names(&r.scopes).ok()?,
                     name: r.name,
                     daily_quota: r.daily_quota,
+                    rate_limit: r.rate_limit,
                 })
             })
             .collect();
@@ -171,6 +175,7 @@ impl DynamicKeys {
             name: e.name.clone(),
             scopes: e.scopes,
             daily_quota: e.daily_quota,
+            rate_limit: e.rate_limit,
         })
     }
 

@@ -327,7 +327,7 @@ impl Dispatcher {
             unsubscribe: stages::unsubscribe::Unsubscribe::from_config(config),
             bus: Arc::clone(&engine.bus),
             subjects: subjects.clone(),
-            limiter: herald_common::ratelimit::KeyedLimiter::new(config.api_rate_limit),
+            limiter: herald_common::ratelimit::KeyedLimiter::with_default(config.api_rate_limit),
             api_keys: ApiKeys::parse(&keys).map_err(StartError::Client)?,
             presence: engine.presence,
             topic_order: ordering::OrderLocks::new(256),

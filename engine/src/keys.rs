@@ -15,6 +15,9 @@ pub struct ApiKeyRecord {
     /// Messages it may send per UTC day (`None`: no quota).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub daily_quota: Option<u64>,
+    /// Requests per second (`None`: `HERALD_API_RATE_LIMIT`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<u32>,
     pub created_at: i64,
 }
 

@@ -21,6 +21,15 @@ pub struct KeyCreate {
     )]
     #[schema(minimum = 1, maximum = 1_000_000_000_u64)]
     pub daily_quota: Option<u64>,
+    /// Requests per second this key may make (burst: twice that), instead of
+    /// `HERALD_API_RATE_LIMIT` (none: that setting).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::whole::option"
+    )]
+    #[schema(minimum = 1, maximum = 100_000)]
+    pub rate_limit: Option<u32>,
 }
 
 /// A scope name.
@@ -37,6 +46,9 @@ pub struct KeyView {
     pub source: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub daily_quota: Option<u64>,
+    /// Requests per second, when the key has a rate of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<String>,
     /// The key itself: shown once.

@@ -22,6 +22,7 @@ fn stored_view(r: &ApiKeyRecord, key: Option<String>) -> KeyView {
         scopes: r.scopes.clone(),
         source: "api".into(),
         daily_quota: r.daily_quota,
+        rate_limit: r.rate_limit,
         created_at: Some(rfc3339(r.created_at)),
         key,
     }
@@ -61,6 +62,11 @@ pub(super) async fn create_key(
             "daily_quota: 1 to 1000000000 (leave it out for none)",
         ));
     }
+    if req.rate_limit.is_some_and(|r| !(1..=100_000).contains(&r)) {
+        return Err(ApiError::invalid(
+            "rate_limit: 1 to 100000 requests per second (leave it out for HERALD_API_RATE_LIMIT)",
+        ));
+    }
     if state.api_keys.scoped_names().any(|(n, _)| n == req.name) {
         return Err(ApiError::new(
             ErrorCode::Conflict,
@@ -77,6 +83,7 @@ pub(super) async fn create_key(
         hash: hex(&digest(&key)),
         scopes: scopes.names().into_iter().map(str::to_string).collect(),
         daily_quota: req.daily_quota,
+        rate_limit: req.rate_limit,
         created_at: now_ms(),
     };
     if !state.keys.create(&record).await? {
@@ -108,6 +115,7 @@ pub(super) async fn list_keys(State(state): St) -> Result<Response, ApiError> {
             scopes: scopes.names().into_iter().map(str::to_string).collect(),
             source: "config".into(),
             daily_quota: None,
+            rate_limit: None,
             created_at: None,
             key: None,
         })

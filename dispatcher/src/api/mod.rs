@@ -62,7 +62,8 @@ pub struct ApiState {
     pub bus: Arc<dyn Bus>,
     pub subjects: Subjects,
     pub api_keys: ApiKeys,
-    pub limiter: Option<herald_common::ratelimit::KeyedLimiter<String>>,
+    /// Per API key name: `HERALD_API_RATE_LIMIT`, or the key's own rate.
+    pub limiter: herald_common::ratelimit::KeyedLimiter<String>,
     pub presence: Arc<dyn PresenceSource>,
     pub topic_order: OrderLocks,
     /// Mints client tokens for `POST /v1/tokens` (when an HS256 secret is configured).
@@ -463,15 +464,15 @@ async fn require_api_key(State(state): St, mut request: Request, next: Next) -> 
     let found = presented.and_then(|k| {
         let k = k.trim();
         match state.api_keys.find(k) {
-            Some(m) => Some((m.name, m.scopes, None)),
+            Some(m) => Some((m.name, m.scopes, None, None)),
             None => state
                 .keys
                 .find(k)
-                .map(|f| (f.name, f.scopes, f.daily_quota)),
+                .map(|f| (f.name, f.scopes, f.daily_quota, f.rate_limit)),
         }
     });
     match (presented, found) {
-        (Some(_), Some((name, scopes, quota))) => {
+        (Some(_), Some((name, scopes, quota, rate))) => {
             let need = scope_of(request.method(), request.uri().path());
             if !scopes.has(need) {
                 return ApiError::new(
@@ -484,11 +485,11 @@ async fn require_api_key(State(state): St, mut request: Request, next: Next) -> 
                 )
                 .into_response();
             }
-            if let Some(Err(wait)) = state.limiter.as_ref().map(|l| l.check(&name)) {
+            if let Err(wait) = state.limiter.check_at(&name, rate) {
                 metrics::counter!("herald_api_rate_limited_total").increment(1);
                 let mut e = ApiError::new(
                     ErrorCode::RateLimited,
-                    "too many requests for this API key; slow down",
+                    format!("the API key '{name}' is over its rate limit; slow down"),
                 );
                 e.retry_after_s = Some(wait.as_secs_f64().ceil().max(1.0) as u64);
                 return e.into_response();
